@@ -1,0 +1,76 @@
+"""Config checks that run before torch, Lightning, timm or torchvision are imported.
+
+A typo or a bad value answers in well under a second with a message naming the key, the value and
+what is allowed. Only omegaconf is used here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.errors import ConfigError
+
+MODES = ("train", "test", "predict", "env", "models")
+
+
+def objective_mode(metric: str) -> str:
+    """``min`` for loss-like metrics, ``max`` otherwise (resolver ``${objective_mode:...}``)."""
+    return "min" if "loss" in metric or "error" in metric else "max"
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("objective_mode"):
+        OmegaConf.register_new_resolver("objective_mode", objective_mode)
+
+
+register_resolvers()
+
+# (key, predicate, what is allowed). A missing key is skipped: not every option has every key.
+_Rule = tuple[str, Callable[[Any], bool], str]
+_RULES: list[_Rule] = [
+    ("mode", lambda v: v in MODES, f"one of {', '.join(MODES)}"),
+    ("seed", lambda v: isinstance(v, int), "an integer"),
+    ("data.batch_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("data.eval_batch_size", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
+    ("data.num_workers", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("data.prefetch_factor", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
+    ("data.val_fraction", lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a number in (0, 1)"),
+    ("data.test_fraction", lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a number in (0, 1)"),
+    ("data.train_fraction", lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]"),
+    ("data.samples_per_class", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
+    ("optimizer.lr", lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
+    ("optimizer.weight_decay", lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
+    ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("finetune.backbone_lr_mult", lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
+    ("finetune.layer_decay", lambda v: v is None or (isinstance(v, (int, float)) and 0 < v <= 1), "null or a number in (0, 1]"),
+    ("finetune.n_blocks", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("finetune.unfreeze_every", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("finetune.probe_epochs", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("finetune.cache_features", lambda v: str(v).lower() in {"auto", "true", "false"}, "auto, true or false"),
+]
+
+
+def _select(cfg: DictConfig, key: str) -> tuple[bool, Any]:
+    missing = object()
+    value = OmegaConf.select(cfg, key, default=missing, throw_on_missing=False)
+    return value is not missing, value
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first value that breaks a rule; cheap, no heavy imports."""
+    problems = []
+    for key, ok, allowed in _RULES:
+        present, value = _select(cfg, key)
+        if present and not ok(value):
+            problems.append(f"{key}={value!r} is invalid: expected {allowed}")
+    present, probe = _select(cfg, "finetune.probe_epochs")
+    if present and probe is not None and probe >= cfg.trainer.max_epochs:
+        problems.append(
+            f"finetune.probe_epochs={probe} leaves no fine-tuning epoch with "
+            f"trainer.max_epochs={cfg.trainer.max_epochs}; raise trainer.max_epochs or lower probe_epochs"
+        )
+    if problems:
+        raise ConfigError("; ".join(problems))

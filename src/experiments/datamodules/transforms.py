@@ -1,0 +1,114 @@
+"""Tensor transforms (torchvision transforms v2) built from the model's preprocessing.
+
+In-memory image tensors go straight through v2's tensor kernels: no PIL round trip per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from experiments.models.core import Preprocessing
+
+
+class ExpandChannels(nn.Module):
+    """Repeat a 1-channel image to ``channels`` (grey-scale data into an RGB model).
+
+    Hand-written because v2.Grayscale converts RGB to grey, not grey to n channels on tensors,
+    and a module (unlike a lambda) pickles into DataLoader workers.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.shape[-3] == 1 and self.channels > 1:
+            return image.expand(*image.shape[:-3], self.channels, *image.shape[-2:])
+        return image
+
+
+def _hw(size: int | Sequence[int]) -> list[int]:
+    return [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size][-2:]
+
+
+def build_transform(
+    preprocessing: Preprocessing,
+    data_channels: int,
+    image_size: int | Sequence[int] | str | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    augment: Sequence[nn.Module] = (),
+) -> v2.Compose:
+    """Float image tensor ``(C, H, W)`` in [0, 1] -> what the model takes.
+
+    Order: augmentations (train only), channel expansion, resize, normalisation. The model's
+    ``mean``/``std`` win over the data's own when its weights prescribe them.
+    """
+    steps: list[nn.Module] = list(augment)
+    want_channels = preprocessing.in_chans or data_channels
+    if want_channels != data_channels:
+        steps.append(ExpandChannels(want_channels))
+    if image_size == "model":
+        image_size = preprocessing.input_size[1:] if preprocessing.input_size else None
+    if image_size:
+        steps.append(v2.Resize(_hw(image_size), antialias=True))
+    mean = preprocessing.mean or mean
+    std = preprocessing.std or std
+    if mean is not None and std is not None:
+        if len(mean) != want_channels:
+            mean, std = [sum(mean) / len(mean)] * want_channels, [sum(std) / len(std)] * want_channels
+        steps.append(v2.Normalize(list(mean), list(std)))
+    return v2.Compose(steps)
+
+
+def is_deterministic(transform: nn.Module | None) -> bool:
+    """True when ``transform`` has no random step (v2's random transforms, RandomApply, ...)."""
+    if transform is None:
+        return True
+    random_types = (v2.RandomApply, v2.RandomChoice, v2.RandomOrder)
+    for module in transform.modules():
+        name = type(module).__name__
+        if isinstance(module, random_types) or name.startswith("Random") or name in {
+            "ColorJitter", "AutoAugment", "RandAugment", "TrivialAugmentWide", "AugMix", "MixUp", "CutMix",
+            "GaussianBlur", "GaussianNoise", "ElasticTransform",
+        }:
+            return False
+    return True
+
+
+class TransformedDataset(Dataset):
+    """Applies ``transform`` to the image of each ``(image, label)`` item of ``dataset``."""
+
+    def __init__(self, dataset: Dataset, transform: nn.Module | None) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, label
+
+
+class TensorImageDataset(Dataset):
+    """Images held as one float tensor ``(N, C, H, W)`` with integer ``labels``."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.images[index], int(self.labels[index])

@@ -1,0 +1,163 @@
+"""Apply a fine-tuning schedule during training: freezing, BatchNorm modes, learning rates."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from experiments.finetune.strategies import FinetuneStrategy
+from experiments.models.core import TransferModel
+
+log = logging.getLogger(__name__)
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def block_depths(model: TransferModel) -> list[int]:
+    """Depth of each block below the head: the last block is 1, the first is ``len(blocks)``."""
+    n = len(model.blocks)
+    return [n - i for i in range(n)]
+
+
+def build_param_groups(
+    model: TransferModel, strategy: FinetuneStrategy, base_lr: float, max_epochs: int
+) -> list[dict[str, Any]]:
+    """Named optimizer groups for every parameter that trains in some epoch of the run.
+
+    Blocks that never train (classifier_only's backbone) are left out, so the optimizer holds only
+    parameters that can change. Group names show up in LearningRateMonitor's tags.
+    """
+    deepest = strategy.max_depth(max_epochs)
+    groups = [{"name": "head", "params": model.head_parameters(), "lr": strategy.head_lr(base_lr, 0)}]
+    for index, depth in enumerate(block_depths(model)):
+        if depth <= deepest:
+            params = model.block_parameters(index)
+            if params:
+                groups.append(
+                    {"name": f"block{index}", "params": params, "lr": strategy.block_lr(base_lr, depth, 0)}
+                )
+    return groups
+
+
+class FinetuneCallback(L.Callback):
+    """Freezes and thaws blocks as ``strategy`` says, keeps frozen norm layers in eval mode and
+    moves learning rates at stage changes, scheduler included.
+
+    The state is recomputed from the epoch number at every epoch start, so resuming from a
+    checkpoint lands in the right stage with no extra saved state.
+    """
+
+    def __init__(self, strategy: FinetuneStrategy, base_lr: float) -> None:
+        self.strategy = strategy
+        self.base_lr = base_lr
+        self._frozen_norms: list[nn.Module] = []
+        self.history: list[dict[str, Any]] = []  # one entry per change of the trainable set
+        self._last_epoch = 0
+
+    # -- state of one epoch ----------------------------------------------------------------------
+    def trainable_mask(self, model: TransferModel, epoch: int) -> list[bool]:
+        depth = self.strategy.trainable_depth(epoch)
+        return [d <= depth for d in block_depths(model)]
+
+    def apply(self, model: TransferModel, epoch: int) -> list[bool]:
+        """Set ``requires_grad`` of every block for ``epoch``; returns the trainable mask."""
+        mask = self.trainable_mask(model, epoch)
+        for index, trainable in enumerate(mask):
+            for param in model.block_parameters(index):
+                param.requires_grad_(trainable)
+        for param in model.head_parameters():
+            param.requires_grad_(True)
+        self._frozen_norms = [] if self.strategy.train_bn else frozen_norm_layers(model.backbone)
+        self._set_norm_eval()
+        return mask
+
+    def _set_norm_eval(self) -> None:
+        for module in self._frozen_norms:
+            module.eval()
+
+    def _target_lrs(self, trainer: L.Trainer, model: TransferModel, epoch: int) -> list[float]:
+        depth_of = dict(zip(range(len(model.blocks)), block_depths(model)))
+        lrs = []
+        for group in trainer.optimizers[0].param_groups:
+            name = group.get("name", "")
+            if name == "head":
+                lrs.append(self.strategy.head_lr(self.base_lr, epoch))
+            else:
+                depth = depth_of[int(name.removeprefix("block"))]
+                lrs.append(self.strategy.block_lr(self.base_lr, depth, epoch))
+        return lrs
+
+    def _move_learning_rates(self, trainer: L.Trainer, model: TransferModel, epoch: int) -> None:
+        """Scale groups whose scheduled base rate changes between ``epoch - 1`` and ``epoch``."""
+        if epoch == 0 or not trainer.optimizers:
+            return
+        before = self._target_lrs(trainer, model, epoch - 1)
+        after = self._target_lrs(trainer, model, epoch)
+        optimizer = trainer.optimizers[0]
+        schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
+        for i, (old, new) in enumerate(zip(before, after)):
+            if old == new:
+                continue
+            ratio = new / old
+            group = optimizer.param_groups[i]
+            group["lr"] *= ratio
+            if "initial_lr" in group:
+                group["initial_lr"] *= ratio
+            for scheduler in schedulers:
+                if hasattr(scheduler, "base_lrs"):
+                    scheduler.base_lrs[i] *= ratio
+            log.info("finetune %s: group %s lr %.3g -> %.3g at epoch %d", self.strategy.name, group["name"], old, new, epoch)
+
+    # -- Lightning hooks ----------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        model = pl_module.model
+        epoch = trainer.current_epoch
+        mask = self.apply(model, epoch)
+        self._move_learning_rates(trainer, model, epoch)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        names = [b.name for b, t in zip(model.blocks, mask) if t]
+        if not self.history or self.history[-1]["trainable_blocks"] != names:
+            self.history.append({"epoch": epoch, "trainable_blocks": names})
+        self._last_epoch = epoch
+        pl_module.log("finetune/trainable_params", float(trainable), on_step=False, on_epoch=True)
+        pl_module.log("finetune/trainable_blocks", float(sum(mask)), on_step=False, on_epoch=True)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # Re-asserted every batch: Lightning restores module modes after validation and calls
+        # .train() between stages, which would put frozen BatchNorm back to batch statistics.
+        self._set_norm_eval()
+
+    def summary(self, model: TransferModel, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+        """The ``finetune_detail`` block of results.json."""
+        mask = self.trainable_mask(model, self._last_epoch)
+        groups = optimizer.param_groups if optimizer is not None else []
+        return {
+            "strategy": self.strategy.name,
+            "blocks": [
+                {"name": b.name, "params": sum(p.numel() for p in model.block_parameters(i)), "trainable_at_end": t}
+                for i, (b, t) in enumerate(zip(model.blocks, mask))
+            ],
+            "schedule": self.history,
+            "lr_groups": [{"name": g.get("name"), "lr_at_end": g["lr"]} for g in groups],
+        }
+
+
+def frozen_norm_layers(module: nn.Module) -> list[nn.Module]:
+    """Norm layers whose parameters are all frozen (affine-free ones carry no signal: skipped)."""
+    out = []
+    for sub in module.modules():
+        if isinstance(sub, _NORMS):
+            params = list(sub.parameters())
+            if params and not any(p.requires_grad for p in params):
+                out.append(sub)
+    return out
+
+
+def count_parameters(model: torch.nn.Module, groups: list[dict[str, Any]]) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for g in groups for p in g["params"])
+    return {"total": total, "trainable": trainable}

@@ -1,0 +1,188 @@
+"""Fine-tuning strategies: which blocks train in which epoch, at which learning rate.
+
+A strategy is a pure schedule over the model's ordered blocks (see
+:class:`experiments.models.core.TransferModel`): ``trainable_depth(epoch)`` says how many blocks,
+counted from the head down, train in an epoch, and ``block_lr`` / ``head_lr`` give their learning
+rates. Being a function of the epoch alone, a resumed run lands in exactly the right state.
+
+Every parameter that ever trains sits in a named optimizer group from the first step (frozen ones
+simply get no gradient), so schedulers never see groups appear mid-run (Lightning #12141).
+
+The guidance the options encode:
+
+=====================  ===============  =====================================
+domain vs. pretraining  target data     strategy
+=====================  ===============  =====================================
+similar                small            ``classifier_only`` (or ``lp_ft``)
+similar                large            ``partial`` (head + last blocks)
+very different         large            ``full`` / ``gradual``
+very different         small            transfer unsuitable; ``scratch`` or
+                                        collect more data
+=====================  ===============  =====================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from experiments.errors import FinetuneError
+
+ALL = 10**9  # "every block"
+
+
+@dataclass
+class FinetuneStrategy:
+    """Base schedule: everything trains, pretrained blocks at ``lr * backbone_lr_mult``.
+
+    Args:
+        name: the strategy's name, for run names and results.
+        backbone_lr_mult: learning-rate multiplier of the pretrained blocks (small, so the
+            pretrained knowledge is not overwritten).
+        layer_decay: if set, block at depth ``d`` below the head learns at ``lr * layer_decay**d``
+            instead (timm/BEiT layer-wise decay).
+        train_bn: let frozen blocks' BatchNorm layers keep updating running statistics.
+        cache_features: ``auto`` | ``true`` | ``false``: train the head on backbone features
+            computed once while the backbone is frozen (see :mod:`experiments.finetune.cache`).
+        uses_pretrained: False for strategies that must start from random init.
+    """
+
+    name: str = "full"
+    backbone_lr_mult: float = 0.1
+    layer_decay: float | None = None
+    train_bn: bool = False
+    cache_features: str | bool = "auto"
+    uses_pretrained: bool = True
+
+    # -- schedule ------------------------------------------------------------------------------
+    def trainable_depth(self, epoch: int) -> int:
+        """How many blocks, counted from the head, train in ``epoch`` (ALL for every block)."""
+        return ALL
+
+    def validate(self, n_blocks: int, max_epochs: int) -> None:
+        """Raise FinetuneError when the schedule cannot apply to a model of ``n_blocks``."""
+        if self.backbone_lr_mult <= 0:
+            raise FinetuneError(f"finetune.backbone_lr_mult={self.backbone_lr_mult} must be > 0")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise FinetuneError(f"finetune.layer_decay={self.layer_decay} must be in (0, 1] or null")
+        if str(self.cache_features).lower() not in {"auto", "true", "false"}:
+            raise FinetuneError(f"finetune.cache_features={self.cache_features!r}: allowed auto, true, false")
+
+    def max_depth(self, max_epochs: int) -> int:
+        """The deepest block count that trains in any epoch of the run."""
+        return max(self.trainable_depth(e) for e in range(max_epochs))
+
+    def frozen_backbone_epochs(self, max_epochs: int) -> int:
+        """Number of leading epochs in which no backbone block trains."""
+        count = 0
+        while count < max_epochs and self.trainable_depth(count) == 0:
+            count += 1
+        return count
+
+    # -- learning rates -------------------------------------------------------------------------
+    def head_lr(self, base_lr: float, epoch: int) -> float:
+        return base_lr
+
+    def block_lr(self, base_lr: float, depth: int, epoch: int) -> float:
+        """Learning rate of the block ``depth`` places below the head (depth 1 = last block)."""
+        if self.layer_decay is not None:
+            return base_lr * self.layer_decay**depth
+        return base_lr * self.backbone_lr_mult
+
+    def describe(self) -> str:
+        return self.name
+
+
+@dataclass
+class Scratch(FinetuneStrategy):
+    """Random init, every block at the full learning rate."""
+
+    name: str = "scratch"
+    backbone_lr_mult: float = 1.0
+    uses_pretrained: bool = False
+
+
+@dataclass
+class Full(FinetuneStrategy):
+    """Pretrained, every block trains at ``lr * backbone_lr_mult`` (or layer-wise decay)."""
+
+    name: str = "full"
+
+
+@dataclass
+class ClassifierOnly(FinetuneStrategy):
+    """Only the head trains; the backbone is frozen (BatchNorm statistics included)."""
+
+    name: str = "classifier_only"
+
+    def trainable_depth(self, epoch: int) -> int:
+        return 0
+
+
+@dataclass
+class Partial(FinetuneStrategy):
+    """The head plus the last ``n_blocks`` blocks train."""
+
+    name: str = "partial"
+    n_blocks: int = 1
+
+    def trainable_depth(self, epoch: int) -> int:
+        return self.n_blocks
+
+    def validate(self, n_blocks: int, max_epochs: int) -> None:
+        super().validate(n_blocks, max_epochs)
+        if not 1 <= self.n_blocks <= n_blocks:
+            raise FinetuneError(
+                f"finetune.n_blocks={self.n_blocks} but this model has {n_blocks} blocks; "
+                f"choose 1..{n_blocks} (finetune=full trains them all)"
+            )
+
+
+@dataclass
+class Gradual(FinetuneStrategy):
+    """Starts as classifier_only; every ``unfreeze_every`` epochs one more block thaws.
+
+    Each newly thawed block learns at a smaller rate than the one above it:
+    ``lr * backbone_lr_mult * block_lr_decay**(depth - 1)``.
+    """
+
+    name: str = "gradual"
+    unfreeze_every: int = 1
+    block_lr_decay: float = 0.5
+
+    def trainable_depth(self, epoch: int) -> int:
+        return epoch // self.unfreeze_every
+
+    def block_lr(self, base_lr: float, depth: int, epoch: int) -> float:
+        if self.layer_decay is not None:
+            return super().block_lr(base_lr, depth, epoch)
+        return base_lr * self.backbone_lr_mult * self.block_lr_decay ** (depth - 1)
+
+    def validate(self, n_blocks: int, max_epochs: int) -> None:
+        super().validate(n_blocks, max_epochs)
+        if self.unfreeze_every < 1:
+            raise FinetuneError(f"finetune.unfreeze_every={self.unfreeze_every} must be >= 1")
+        if not 0 < self.block_lr_decay <= 1:
+            raise FinetuneError(f"finetune.block_lr_decay={self.block_lr_decay} must be in (0, 1]")
+
+
+@dataclass
+class LinearProbeThenFinetune(FinetuneStrategy):
+    """LP-FT (Kumar et al. 2022): head only for ``probe_epochs``, then every layer, head included,
+    at ``lr * backbone_lr_mult``."""
+
+    name: str = "lp_ft"
+    probe_epochs: int = 1
+
+    def trainable_depth(self, epoch: int) -> int:
+        return 0 if epoch < self.probe_epochs else ALL
+
+    def head_lr(self, base_lr: float, epoch: int) -> float:
+        return base_lr if epoch < self.probe_epochs else base_lr * self.backbone_lr_mult
+
+    def validate(self, n_blocks: int, max_epochs: int) -> None:
+        super().validate(n_blocks, max_epochs)
+        if not 1 <= self.probe_epochs < max_epochs:
+            raise FinetuneError(
+                f"finetune.probe_epochs={self.probe_epochs} must be in 1..{max_epochs - 1} "
+                f"(trainer.max_epochs={max_epochs}) so both stages run"
+            )

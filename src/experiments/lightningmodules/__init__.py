@@ -1,0 +1,1 @@
+"""LightningModules: the science of a run (loss, metrics, optimizer groups)."""

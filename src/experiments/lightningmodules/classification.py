@@ -1,0 +1,102 @@
+"""The classification LightningModule: loss, metrics and optimizer groups around any TransferModel.
+
+The Trainer owns the engineering (device, precision, loop, eval mode, no_grad); this module holds
+the science. Train, validation and test share one step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from experiments.finetune.callback import build_param_groups
+from experiments.finetune.strategies import FinetuneStrategy
+from experiments.models.core import TransferModel
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+class ClassificationModule(L.LightningModule):
+    """Cross-entropy classification of a :class:`TransferModel`.
+
+    Args:
+        model: the network (backbone + head).
+        num_classes: number of classes (sizes the metrics).
+        optimizer: a Hydra ``_partial_`` optimizer; its ``lr`` is the head's base learning rate.
+        finetune: the fine-tuning strategy; it splits parameters into named learning-rate groups.
+        scheduler: a ``_partial_`` LR scheduler taking the optimizer, or None.
+        scheduler_interval: ``epoch`` or ``step``.
+        max_epochs: the run's epochs (the strategy's schedule spans them).
+        label_smoothing: cross-entropy label smoothing.
+    """
+
+    def __init__(
+        self,
+        model: TransferModel,
+        num_classes: int,
+        optimizer: OptimizerFactory,
+        finetune: FinetuneStrategy,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+        max_epochs: int = 1,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.finetune = finetune
+        self.max_epochs = max_epochs
+        self.label_smoothing = label_smoothing
+        metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes=num_classes, average="micro")})
+        # keys avoid "train": nn.Module.train is a method and ModuleDict keys become attributes
+        self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
+
+    @property
+    def base_lr(self) -> float:
+        return float(getattr(self.optimizer_factory, "keywords", {}).get("lr", 1e-3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        metrics = self.metrics[f"{stage}_metrics"]
+        metrics.update(logits.detach(), y)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(y))
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(y))
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return torch.softmax(self(x), dim=-1)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return build_param_groups(self.model, self.finetune, self.base_lr, self.max_epochs)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.param_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}

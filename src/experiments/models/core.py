@@ -1,0 +1,218 @@
+"""The one face every model family gets: backbone, head, ordered blocks and preprocessing.
+
+Whatever built the network (a custom ``nn.Module``, torchvision, timm, torch.hub), the framework
+works with a :class:`TransferModel`:
+
+* ``backbone(x) -> (B, F)`` features, ``head(features) -> (B, num_classes)`` logits;
+* ``blocks``: the backbone's parameters grouped into ordered blocks, input side first, so a
+  fine-tuning strategy can say "the last N blocks" without knowing the architecture;
+* ``preprocessing``: what the weights expect (input size, mean/std, channels).
+
+Block grouping reuses timm's ``group_parameters`` with a ``group_matcher`` (timm models bring their
+own; torchvision families get matchers in :mod:`experiments.models.torchvision_models`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from experiments.errors import ModelError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the weights expect of their input.
+
+    ``input_size`` is ``(C, H, W)`` or ``None`` when any size works (the data keeps its own).
+    ``mean``/``std`` are per-channel, or ``None`` when the weights were not trained with a fixed
+    normalisation (random init: the data's own statistics are used).
+    """
+
+    in_chans: int = 3
+    input_size: tuple[int, int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    interpolation: str = "bilinear"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A named group of backbone parameters; index 0 is nearest the input."""
+
+    name: str
+    param_names: tuple[str, ...]
+
+
+@dataclass
+class ModelInfo:
+    """Where a model came from; recorded in results.json and the checkpoint hparams."""
+
+    family: str
+    name: str
+    weights: str = "random"
+    notes: list[str] = field(default_factory=list)
+
+
+class TransferModel(nn.Module):
+    """A classifier split into ``backbone`` and ``head`` with ordered ``blocks``.
+
+    Args:
+        backbone: maps an input batch to ``(B, num_features)``.
+        head: maps features to ``(B, num_classes)`` logits.
+        blocks: the backbone's parameters in ordered groups; every backbone parameter is in
+            exactly one block.
+        preprocessing: what the backbone's weights expect.
+        info: family, name and weight source, for the record.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        blocks: list[Block],
+        preprocessing: Preprocessing,
+        info: ModelInfo,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.blocks = blocks
+        self.preprocessing = preprocessing
+        self.info = info
+        _check_blocks_cover_backbone(backbone, blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    @property
+    def num_features(self) -> int:
+        return _linear_in_features(self.head)
+
+    def block_parameters(self, index: int) -> list[nn.Parameter]:
+        named = dict(self.backbone.named_parameters())
+        return [named[n] for n in self.blocks[index].param_names]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.head.parameters())
+
+
+def _linear_in_features(head: nn.Module) -> int:
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ModelError(f"the head {type(head).__name__} has no nn.Linear; cannot tell its input size")
+    return linears[0].in_features
+
+
+def _check_blocks_cover_backbone(backbone: nn.Module, blocks: list[Block]) -> None:
+    names = [n for n, _ in backbone.named_parameters()]
+    grouped = [n for b in blocks for n in b.param_names]
+    if sorted(grouped) != sorted(names):
+        missing = sorted(set(names) - set(grouped))[:5]
+        extra = sorted(set(grouped) - set(names))[:5]
+        raise ModelError(
+            f"block grouping does not cover the backbone exactly (ungrouped: {missing}, unknown: {extra})"
+        )
+
+
+def find_head(net: nn.Module) -> str:
+    """Path of the classifier: the last ``nn.Linear`` registered in the network.
+
+    That rule fits torchvision's ``fc`` / ``classifier[-1]`` / ``heads.head`` layouts, timm's
+    ``get_classifier()`` and the usual custom ``nn.Module``. Raises ModelError when there is none.
+    """
+    path = None
+    for name, module in net.named_modules():
+        if isinstance(module, nn.Linear):
+            path = name
+    if path is None:
+        raise ModelError(
+            f"{type(net).__name__} has no nn.Linear classifier; give model.head=<module path> "
+            "naming its classification layer"
+        )
+    return path
+
+
+def replace_module(net: nn.Module, path: str, new: nn.Module) -> nn.Module:
+    """Swap the sub-module at ``path`` (dotted) for ``new``; returns the old one."""
+    parent_path, _, attr = path.rpartition(".")
+    parent = net.get_submodule(parent_path) if parent_path else net
+    old = getattr(parent, attr) if not attr.isdigit() else parent[int(attr)]
+    if attr.isdigit():
+        parent[int(attr)] = new
+    else:
+        setattr(parent, attr, new)
+    return old
+
+
+def group_blocks(backbone: nn.Module, group_matcher: dict[str, Any] | None) -> list[Block]:
+    """Ordered blocks of ``backbone`` from a timm-style ``group_matcher``.
+
+    Without a matcher, every top-level child that holds parameters is one block (registration
+    order, which is input-to-output order for the usual ``nn.Module``).
+    """
+    if group_matcher is None:
+        groups: dict[str, list[str]] = {}
+        for name, _ in backbone.named_parameters():
+            groups.setdefault(name.split(".")[0], []).append(name)
+        return [Block(key, tuple(names)) for key, names in groups.items()]
+    from timm.models import group_parameters
+
+    grouped = group_parameters(backbone, group_matcher)
+    blocks = []
+    for index, names in grouped.items():
+        names = tuple(names)
+        label = _block_label(names)
+        blocks.append(Block(f"{index}:{label}", names))
+    return blocks
+
+
+def _block_label(names: tuple[str, ...]) -> str:
+    """A readable block name: the common dotted prefix of its parameters."""
+    parts = [n.split(".") for n in names]
+    prefix = []
+    for column in zip(*parts):
+        if len(set(column)) != 1:
+            break
+        prefix.append(column[0])
+    if prefix and prefix == parts[0][: len(prefix)] and len(prefix) == len(parts[0]):
+        prefix = prefix[:-1]
+    return ".".join(prefix) or names[0].split(".")[0]
+
+
+def wrap_classifier(
+    net: nn.Module,
+    num_classes: int,
+    info: ModelInfo,
+    preprocessing: Preprocessing,
+    head_path: str | None = None,
+    group_matcher: dict[str, Any] | None = None,
+) -> TransferModel:
+    """Split a whole classifier ``net`` into backbone and a head sized for ``num_classes``.
+
+    The classification layer at ``head_path`` (default: :func:`find_head`) is replaced by
+    ``nn.Identity`` in the backbone; the head keeps the old layer when its size already matches
+    (its pretrained weights stay), otherwise a fresh ``nn.Linear`` of the same input size.
+    """
+    head_path = head_path or find_head(net)
+    try:
+        old = net.get_submodule(head_path)
+    except AttributeError as err:
+        raise ModelError(f"model.head={head_path!r} is not a sub-module of {type(net).__name__}") from err
+    if not isinstance(old, nn.Linear):
+        raise ModelError(f"model.head={head_path!r} is a {type(old).__name__}, expected nn.Linear")
+    head = old if old.out_features == num_classes else nn.Linear(old.in_features, num_classes)
+    replace_module(net, head_path, nn.Identity())
+    return TransferModel(net, head, group_blocks(net, group_matcher), preprocessing, info)

@@ -1,0 +1,108 @@
+"""Custom models: plain ``nn.Module`` classifiers that take ``num_classes`` and ``in_chans``.
+
+Any user module with that constructor works through ``model=custom``; these two ship with the
+framework. Their last ``nn.Linear`` is the head (see :func:`experiments.models.core.find_head`).
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    """A small convolutional classifier for small images (the digits default).
+
+    Three conv stages (conv-BN-ReLU, the first two followed by 2x2 max-pooling), global average
+    pooling, dropout and a linear head. Works for any input size >= 4x4.
+    """
+
+    def __init__(
+        self, num_classes: int, in_chans: int = 1, width: int = 32, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+
+        def stage(cin: int, cout: int, pool: bool) -> nn.Sequential:
+            layers: list[nn.Module] = [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
+            if pool:
+                layers.append(nn.MaxPool2d(2))
+            return nn.Sequential(*layers)
+
+        self.stage1 = stage(in_chans, width, pool=True)
+        self.stage2 = stage(width, 2 * width, pool=True)
+        self.stage3 = stage(2 * width, 4 * width, pool=False)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.stage3(self.stage2(self.stage1(x)))))
+
+
+class EncoderDecoderClassifier(nn.Module):
+    """The classic custom-module shape: an ``encoder`` ``Linear(in, k)`` and a ``decoder``.
+
+    The input is flattened; ``in_features`` is ``in_chans * H * W`` and is given by the data
+    (``input_shape``), so it is never typed twice. The decoder ends in the classification layer.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 1,
+        input_hw: tuple[int, int] = (8, 8),
+        hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        in_features = in_chans * math.prod(input_hw)
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU())
+        self.decoder = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+def build_custom(
+    net,
+    num_classes: int,
+    in_chans: int = 1,
+    input_hw: tuple[int, int] | None = None,
+    name: str = "custom",
+    head: str | None = None,
+    group_matcher: dict | None = None,
+    weights: str | None = None,
+    pretrained: bool = False,
+):
+    """Wrap a user ``nn.Module`` class (a Hydra ``_partial_``) as a TransferModel.
+
+    ``net`` is called with ``num_classes`` and, when its signature accepts them, ``in_chans`` and
+    ``input_hw`` (from the data). ``head`` names the classifier (default: the last nn.Linear);
+    blocks are the top-level children unless a timm-style ``group_matcher`` is given.
+    ``pretrained`` has no meaning for a custom module: use ``weights``.
+    """
+    import inspect
+
+    from experiments.errors import ModelError
+    from experiments.models.core import ModelInfo, Preprocessing, find_head, wrap_classifier
+    from experiments.models.weights import load_weights_file
+
+    if pretrained:
+        raise ModelError(
+            f"model.pretrained=true has no weights to fetch for the custom model {name!r}; "
+            "give model.weights=PATH instead"
+        )
+    params = inspect.signature(net).parameters
+    offered = {"num_classes": num_classes, "in_chans": in_chans, "input_hw": tuple(input_hw or ())}
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in offered.items() if (k in params or accepts_any) and not (k == "input_hw" and not v)}
+    module = net(**kwargs)
+    head_path = head or find_head(module)
+    info = ModelInfo("custom", name)
+    model = wrap_classifier(module, num_classes, info, Preprocessing(in_chans=in_chans), head_path, group_matcher)
+    if weights:
+        load_weights_file(model, weights, native_head=head_path)
+    return model

@@ -1,0 +1,118 @@
+"""The training pipeline: compose -> instantiate -> fit -> test the best checkpoint -> record.
+
+Imported only after the config has been validated (it pulls in torch and Lightning).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.datamodules.base import ClassificationDataModule
+from experiments.finetune.callback import FinetuneCallback, count_parameters
+from experiments.finetune.strategies import FinetuneStrategy
+from experiments.lightningmodules.classification import ClassificationModule
+from experiments.models.core import TransferModel
+
+log = logging.getLogger(__name__)
+
+# Lightning adds its own console handlers; route its records through Hydra's handlers instead,
+# so they land once on the console and in the job's log file.
+for _name in ("lightning.pytorch", "lightning.fabric"):
+    logging.getLogger(_name).handlers.clear()
+    logging.getLogger(_name).propagate = True
+
+
+def build_model(cfg: DictConfig, datamodule: ClassificationDataModule, strategy: FinetuneStrategy) -> TransferModel:
+    """The configured model, its head sized from the data; scratch never loads weights."""
+    overrides: dict[str, Any] = {}
+    if not strategy.uses_pretrained and (cfg.model.get("pretrained") or cfg.model.get("weights")):
+        log.warning("finetune=%s starts from random init: model.pretrained/model.weights ignored", strategy.name)
+        overrides = {"pretrained": False, "weights": None}
+    channels, *hw = datamodule.input_shape
+    model = instantiate(cfg.model)(
+        num_classes=datamodule.num_classes, in_chans=channels, input_hw=tuple(hw) or None, **overrides
+    )
+    if strategy.uses_pretrained and strategy.max_depth(cfg.trainer.max_epochs) < len(model.blocks) and model.info.weights == "random":
+        log.warning(
+            "finetune=%s freezes blocks of a randomly initialised %s: frozen random features rarely "
+            "transfer; set model.pretrained=true or model.weights=PATH",
+            strategy.name, model.info.name,
+        )
+    return model
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback]) -> L.Trainer:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    return instantiate(cfg.trainer, callbacks=callbacks + extra_callbacks, logger=loggers or False)
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback else ""
+    return path or None
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Fit and test one configured run; returns the results record (status ``ok``)."""
+    start = time.time()
+    L.seed_everything(cfg.seed, workers=True)
+    strategy: FinetuneStrategy = instantiate(cfg.finetune)
+    datamodule: ClassificationDataModule = instantiate(cfg.data)
+    model = build_model(cfg, datamodule, strategy)
+    strategy.validate(len(model.blocks), cfg.trainer.max_epochs)
+    datamodule.set_preprocessing(model.preprocessing)
+
+    module = ClassificationModule(
+        model,
+        num_classes=datamodule.num_classes,
+        optimizer=instantiate(cfg.optimizer),
+        finetune=strategy,
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        max_epochs=cfg.trainer.max_epochs,
+    )
+    finetune_callback = FinetuneCallback(strategy, module.base_lr)
+    trainer = build_trainer(cfg, [finetune_callback])
+    log_config(trainer, cfg)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    best = best_checkpoint(trainer)
+    val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+
+    metrics = {k: float(v) for k, v in {**val[0], **test[0]}.items()}
+    return {
+        "status": "ok",
+        "metrics": metrics,
+        "model": model.info.name,
+        "model_family": model.info.family,
+        "weights": model.info.weights,
+        "finetune": strategy.name,
+        "params": count_parameters(model, module.param_groups()),
+        "epochs": trainer.current_epoch,
+        "wall_time_s": time.time() - start,
+        "best_checkpoint": best,
+        "finetune_detail": finetune_callback.summary(model, trainer.optimizers[0] if trainer.optimizers else None),
+        "data": {"name": datamodule.name, "num_classes": datamodule.num_classes, "input_shape": list(datamodule.input_shape)},
+    }
+
+
+def log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """The resolved config as text in TensorBoard, so a run's settings sit beside its curves."""
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "experiment", None)
+        if hasattr(experiment, "add_text"):
+            text = OmegaConf.to_yaml(cfg, resolve=True)
+            experiment.add_text("config", "```\n" + text + "\n```", 0)
+
+
+def torch_threads_note() -> str:
+    return f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
