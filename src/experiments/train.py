@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # Lightning adds its own console handlers; route its records through Hydra's handlers instead,
 # so they land once on the console and in the job's log file.
-for _name in ("lightning.pytorch", "lightning.fabric"):
+for _name in ("lightning", "lightning.pytorch", "lightning.fabric"):
     logging.getLogger(_name).handlers.clear()
     logging.getLogger(_name).propagate = True
 
