@@ -139,6 +139,7 @@ class ClassificationDataModule(L.LightningDataModule):
             mean=self.default_mean,
             std=self.default_std,
             augment=self.train_transforms if train else (),
+            data_hw=self.input_shape[1:],
         )
 
     @property

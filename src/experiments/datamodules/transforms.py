@@ -43,11 +43,13 @@ def build_transform(
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
     augment: Sequence[nn.Module] = (),
+    data_hw: Sequence[int] | None = None,
 ) -> v2.Compose:
     """Float image tensor ``(C, H, W)`` in [0, 1] -> what the model takes.
 
     Order: augmentations (train only), channel expansion, resize, normalisation. The model's
-    ``mean``/``std`` win over the data's own when its weights prescribe them.
+    ``mean``/``std`` win over the data's own when its weights prescribe them. Data smaller than the
+    architecture's ``min_size`` (``data_hw`` tells) is resized up to it.
     """
     steps: list[nn.Module] = list(augment)
     want_channels = preprocessing.in_chans or data_channels
@@ -55,6 +57,10 @@ def build_transform(
         steps.append(ExpandChannels(want_channels))
     if image_size == "model":
         image_size = preprocessing.input_size[1:] if preprocessing.input_size else None
+    if not image_size and preprocessing.min_size and data_hw and any(
+        d < m for d, m in zip(data_hw, preprocessing.min_size)
+    ):
+        image_size = preprocessing.min_size  # the architecture cannot take smaller inputs
     if image_size:
         steps.append(v2.Resize(_hw(image_size), antialias=True))
     mean = preprocessing.mean or mean

@@ -32,7 +32,8 @@ class Preprocessing:
 
     ``input_size`` is ``(C, H, W)`` or ``None`` when any size works (the data keeps its own).
     ``mean``/``std`` are per-channel, or ``None`` when the weights were not trained with a fixed
-    normalisation (random init: the data's own statistics are used).
+    normalisation (random init: the data's own statistics are used). ``in_chans`` is what the
+    model takes; grey-scale data is repeated to 3 channels by the data transforms when needed.
     """
 
     in_chans: int = 3
@@ -40,6 +41,8 @@ class Preprocessing:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     interpolation: str = "bilinear"
+    #: smallest ``(H, W)`` the architecture accepts (a ViT's fixed size); smaller data is resized
+    min_size: tuple[int, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,15 +183,23 @@ def group_blocks(backbone: nn.Module, group_matcher: dict[str, Any] | None) -> l
 
 
 def _block_label(names: tuple[str, ...]) -> str:
-    """A readable block name: the common dotted prefix of its parameters."""
+    """A readable block name: the common dotted prefix of its parameters (``layer1``), or its
+    top-level modules joined (``conv1+bn1``)."""
+    tops = list(dict.fromkeys(n.split(".")[0] for n in names))
+    if len(tops) > 1:
+        return "+".join(tops[:3]) + ("+..." if len(tops) > 3 else "")
     parts = [n.split(".") for n in names]
     prefix = []
     for column in zip(*parts):
         if len(set(column)) != 1:
             break
         prefix.append(column[0])
-    if prefix and prefix == parts[0][: len(prefix)] and len(prefix) == len(parts[0]):
-        prefix = prefix[:-1]
+    if prefix and len(prefix) == len(parts[0]):
+        prefix = prefix[:-1]  # a single parameter: name its module
+    for i, part in enumerate(prefix):
+        if part.isdigit():  # "features.1.0.block" reads best as "features.1"
+            prefix = prefix[: i + 1]
+            break
     return ".".join(prefix) or names[0].split(".")[0]
 
 

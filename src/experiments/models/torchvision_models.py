@@ -90,7 +90,8 @@ def build(
     entry = _weights_entry(name, pretrained) if pretrained else None
     net = torchvision.models.get_model(name, weights=None, **kwargs)
     info = ModelInfo("torchvision", name)
-    preprocessing = Preprocessing(in_chans=3)
+    min_size = _min_size(name)
+    preprocessing = Preprocessing(in_chans=3, min_size=min_size)
     if entry is not None:
         net.load_state_dict(download_or_explain(entry.url, model=f"torchvision {name}"))
         transforms = entry.transforms()
@@ -100,6 +101,7 @@ def build(
             mean=tuple(transforms.mean),
             std=tuple(transforms.std),
             interpolation=transforms.interpolation.value,
+            min_size=min_size,
         )
         info.weights = f"torchvision:{entry}"
     model = wrap_classifier(net, num_classes, info, preprocessing, head, group_matcher_for(name, net))
@@ -114,6 +116,17 @@ def _native_head(name: str) -> str:
     from experiments.models.core import find_head
 
     return find_head(torchvision.models.get_model(name, weights=None, num_classes=2))
+
+
+def _min_size(name: str) -> tuple[int, int] | None:
+    """Smallest input the architecture takes, from its weights' metadata (no download)."""
+    import torchvision
+
+    try:
+        size = torchvision.models.get_model_weights(name).DEFAULT.meta.get("min_size")
+    except (ValueError, AttributeError):
+        return None
+    return tuple(size) if size and max(size) > 1 else None
 
 
 def _pair(size: Any) -> tuple[int, int]:

@@ -1,0 +1,224 @@
+"""Model zoo: every shortcut builds, weights load from caches and files, offline fails fast."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONF, compose_cfg, run_cli
+from hydra.utils import instantiate
+from safetensors.torch import save_file
+
+from experiments.errors import ModelError, WeightsError
+from experiments.models import timm_models, torchvision_models
+from experiments.models.custom import build_custom, SmallCNN
+from experiments.models.weights import load_weights_file
+
+NEEDS_PARAMS = {"hub"}  # repo/entrypoint have no default
+SHORTCUTS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem not in NEEDS_PARAMS)
+
+
+def _input_for(model, channels=3, size=32):
+    hw = model.preprocessing.min_size or (size, size)
+    return torch.randn(2, model.preprocessing.in_chans or channels, *hw)
+
+
+@pytest.mark.parametrize("option", SHORTCUTS)
+def test_every_model_config_builds_and_gives_num_classes_logits(tmp_path, option):
+    cfg = compose_cfg(tmp_path, f"model={option}")
+    if option == "sparse_mlp":
+        pytest.skip("sparse inputs: covered by the data tests")
+    channels = 1 if "custom" in cfg.model._target_ else 3
+    model = instantiate(cfg.model)(num_classes=7, in_chans=channels, input_hw=(8, 8) if channels == 1 else None)
+    model.eval()
+    x = torch.randn(2, channels, 8, 8) if channels == 1 else _input_for(model)
+    with torch.no_grad():
+        assert model(x).shape == (2, 7)
+    assert model.blocks, "every model exposes ordered blocks"
+    assert model.num_features == model.head.in_features
+
+
+def _resnet18_state(num_classes=1000, seed=0):
+    import torchvision
+
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18(num_classes=num_classes).state_dict()
+
+
+def test_torchvision_pretrained_loads_from_a_filled_cache_offline(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("EXPERIMENTS_OFFLINE", "1")
+    url = torchvision.models.ResNet18_Weights.DEFAULT.url
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    state = _resnet18_state()
+    torch.save(state, cache / Path(url).name)
+    model = torchvision_models.build("resnet18", num_classes=10, pretrained=True)
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert model.head.out_features == 10
+    assert model.preprocessing.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert model.info.weights.startswith("torchvision:")
+
+
+def test_torchvision_offline_empty_cache_fails_fast_with_both_ways_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    start = time.perf_counter()
+    with pytest.raises(WeightsError) as err:
+        torchvision_models.build("resnet18", num_classes=10, pretrained=True)
+    assert time.perf_counter() - start < 5
+    message = str(err.value)
+    assert "model.weights" in message and "model.pretrained=false" in message and "resnet18" in message
+    assert str(tmp_path) in message
+
+
+def test_timm_offline_empty_cache_fails_fast(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    start = time.perf_counter()
+    with pytest.raises(WeightsError) as err:
+        timm_models.build("resnet18.a1_in1k", num_classes=10, pretrained=True)
+    assert time.perf_counter() - start < 5
+    assert "model.weights" in str(err.value) and "model.pretrained=false" in str(err.value)
+
+
+def _fill_hf_cache(cache: Path, repo_id: str, files: dict[str, bytes | dict]) -> None:
+    """Lay out files the way huggingface_hub's cache stores them (refs/main -> snapshot)."""
+    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
+    revision = "0" * 40
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(revision)
+    snapshot = repo_dir / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for name, content in files.items():
+        path = snapshot / name
+        if isinstance(content, dict):
+            save_file(content, str(path))
+        else:
+            path.write_bytes(content)
+
+
+def _timm_resnet18_state(num_classes=1000):
+    import timm
+
+    torch.manual_seed(1)
+    return timm.create_model("resnet18", num_classes=num_classes).state_dict()
+
+
+def test_timm_pretrained_and_hf_hub_names_load_from_a_filled_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("EXPERIMENTS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    state = _timm_resnet18_state()
+    _fill_hf_cache(tmp_path, "timm/resnet18.a1_in1k", {"model.safetensors": state})
+    model = timm_models.build("resnet18.a1_in1k", num_classes=10, pretrained=True)
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert model.preprocessing.mean is not None
+
+    config = {"architecture": "resnet18", "num_classes": 1000, "pretrained_cfg": {"input_size": [3, 224, 224], "mean": [0.5] * 3, "std": [0.5] * 3, "classifier": "fc"}}
+    _fill_hf_cache(tmp_path, "someone/tiny-resnet", {"config.json": json.dumps(config).encode(), "model.safetensors": state})
+    model = timm_models.build("hf-hub:someone/tiny-resnet", num_classes=4, pretrained=True)
+    assert torch.equal(model.backbone.state_dict()["conv1.weight"], state["conv1.weight"])
+    assert model.head.out_features == 4 and model.preprocessing.mean == (0.5, 0.5, 0.5)
+
+
+def test_grey_scale_into_timm_uses_in_chans(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("EXPERIMENTS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    state = _timm_resnet18_state()
+    _fill_hf_cache(tmp_path, "timm/resnet18.a1_in1k", {"model.safetensors": state})
+    model = timm_models.build("resnet18.a1_in1k", num_classes=10, in_chans=1, pretrained=True)
+    conv = model.backbone.conv1.weight
+    assert conv.shape[1] == 1
+    assert torch.allclose(conv[:, 0], state["conv1.weight"].sum(dim=1))  # timm folds RGB filters
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_weights_file_with_other_num_classes_keeps_backbone_and_renews_head(tmp_path, suffix):
+    state = _resnet18_state(num_classes=1000)
+    path = tmp_path / f"w{suffix}"
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+    model = torchvision_models.build("resnet18", num_classes=10, weights=str(path))
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert model.head.weight.shape == (10, 512)
+    assert not torch.equal(model.head.weight, state["fc.weight"][:10])
+
+
+def test_weights_file_of_another_architecture_is_refused(tmp_path):
+    path = tmp_path / "small.pth"
+    torch.save(SmallCNN(num_classes=10).state_dict(), path)
+    with pytest.raises(WeightsError, match="does not"):
+        torchvision_models.build("resnet18", num_classes=10, weights=str(path))
+
+
+def test_pickled_code_is_never_loaded(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": SmallCNN(num_classes=10)}, path)  # a whole module: needs unpickling code
+    with pytest.raises(WeightsError, match="tensors-only"):
+        torchvision_models.build("resnet18", num_classes=10, weights=str(path))
+
+
+def test_checkpoint_of_an_earlier_run_transfers_to_new_classes(tmp_path):
+    from experiments.train import train
+
+    record = train(compose_cfg(tmp_path / "run", "trainer.max_epochs=1"), tmp_path / "run")
+    ckpt = record["best_checkpoint"]
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    model = build_custom(lambda **kw: SmallCNN(**kw), num_classes=5, in_chans=1, weights=ckpt)
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, saved["model.backbone." + key]), key
+    assert model.head.out_features == 5
+
+
+def test_unknown_names_suggest_close_ones():
+    with pytest.raises(ModelError, match="resnet18"):
+        torchvision_models.build("resnet181", num_classes=10)
+    with pytest.raises(ModelError, match="convnext"):
+        timm_models.build("convnxt_tiny", num_classes=10)
+
+
+def test_hub_local_repo_needs_trust(tmp_path):
+    from experiments.models.hub_models import build
+
+    (tmp_path / "hubconf.py").write_text(
+        "import torch\n"
+        "dependencies = ['torch']\n"
+        "def tiny(pretrained=False, num_classes=3):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, num_classes))\n"
+    )
+    with pytest.raises(ModelError, match="model.trust_repo=true"):
+        build(str(tmp_path), "tiny", num_classes=5, source="local")
+    model = build(str(tmp_path), "tiny", num_classes=5, source="local", trust_repo=True)
+    assert model(torch.randn(2, 3, 2, 2)).shape == (2, 5)
+    assert model.info.family == "hub"
+
+
+def test_listing_filters_names():
+    from experiments.models.listing import available
+
+    names = available("timm", "*convnext*")
+    assert names and all("convnext" in n for n in names)
+    assert "resnet18" in available("torchvision", "resnet")
+
+
+def test_offline_cli_exits_nonzero_and_records_failure(tmp_path):
+    result = run_cli(
+        "model=resnet18", "model.pretrained=true", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}",
+        env={"TORCH_HOME": str(tmp_path / "torch")},
+    )
+    assert result.returncode != 0
+    assert "model.weights" in result.stderr and "model.pretrained=false" in result.stderr
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["status"] == "failed" and "WeightsError" in record["error"]
