@@ -8,17 +8,42 @@ split and the transforms; a subclass only says how to load its datasets. ``num_c
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, random_split
+from torch.utils.data import DataLoader, Dataset, RandomSampler, random_split
+from torchvision.transforms import v2
 
+from experiments.datamodules.contract import CheckedCollate, check_length, check_split
 from experiments.errors import ConfigError
 from experiments.datamodules.transforms import TransformedDataset, build_transform, is_deterministic
 from experiments.models.core import Preprocessing
 
 log = logging.getLogger(__name__)
+
+
+class EpochSeededRandomSampler(RandomSampler):
+    """A new permutation every epoch, drawn from ``(seed, epoch)`` alone.
+
+    PyTorch's RandomSampler draws from a generator whose state lives only in memory, so a run
+    resumed from a checkpoint would see other batches than an uninterrupted one. Lightning calls
+    ``set_epoch`` on the sampler before every epoch (as for DistributedSampler), which makes the
+    order a pure function of the epoch: resumed runs replay the same batches.
+    """
+
+    def __init__(self, data_source, seed: int = 0) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -38,6 +63,15 @@ class ClassificationDataModule(L.LightningDataModule):
         seed: seed of the split, so the same seed gives the same split.
         image_size: resize images to this size (int or [H, W]); ``"model"`` uses the size the
             model's pretrained weights expect; ``None`` keeps the data's own size.
+        train_transforms: torchvision.transforms.v2 modules applied to training samples first
+            (augmentations), before the model's preprocessing.
+        eval_transforms: the same for validation, test and predict samples (e.g. a center crop).
+        name: the data set's name, for logs and results.
+
+    Image data (``input_shape`` ``(C, H, W)``) then gets the model's preprocessing: channel
+    expansion, resizing, normalisation. Other data (feature vectors, sparse rows) gets only the
+    configured transforms. Before the first epoch every split is checked against the Dataset
+    contract (:mod:`experiments.datamodules.contract`), and every batch's labels on the fly.
     """
 
     #: channel statistics used when the model's weights prescribe none (set by subclasses)
@@ -59,6 +93,7 @@ class ClassificationDataModule(L.LightningDataModule):
         seed: int = 0,
         image_size: int | list[int] | str | None = None,
         train_transforms: list | None = None,
+        eval_transforms: list | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__()
@@ -75,6 +110,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.seed = seed
         self.image_size = image_size
         self.train_transforms = list(train_transforms or [])
+        self.eval_transforms = list(eval_transforms or [])
         self.name = name or type(self).__name__
         self.preprocessing = Preprocessing(in_chans=0)
         self.train_set: Dataset | None = None
@@ -107,6 +143,7 @@ class ClassificationDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         train, val, test = self.load_splits()
+        check_length(train, "train")
         generator = torch.Generator().manual_seed(self.seed)
         missing = [f for f, split in ((self.val_fraction, val), (self.test_fraction, test)) if split is None]
         if missing:
@@ -125,27 +162,33 @@ class ClassificationDataModule(L.LightningDataModule):
         eval_transform = self.build_transform(train=False)
         self.val_set = TransformedDataset(val, eval_transform)
         self.test_set = TransformedDataset(test, eval_transform)
+        collate = self.checked_collate()
+        for split, dataset in (("train", self.train_set), ("val", self.val_set), ("test", self.test_set)):
+            check_split(dataset, split, self.num_classes, collate, seed=self.seed)
         log.info(
             "data %s: train %d, val %d, test %d samples, %d classes, input %s",
             self.name, len(train), len(val), len(test), self.num_classes, self.input_shape,
         )
 
     def build_transform(self, train: bool):
-        """The sample transform of the training (with augmentations) or evaluation splits."""
+        """The sample transform of the training or the evaluation splits (None: identity)."""
+        configured = self.train_transforms if train else self.eval_transforms
+        if len(self.input_shape) != 3:  # not an image: no image preprocessing to apply
+            return v2.Compose(configured) if configured else None
         return build_transform(
             self.preprocessing,
             data_channels=self.input_shape[0],
             image_size=self.image_size,
             mean=self.default_mean,
             std=self.default_std,
-            augment=self.train_transforms if train else (),
+            augment=configured,
             data_hw=self.input_shape[1:],
         )
 
     @property
     def train_is_deterministic(self) -> bool:
         """True when training samples are the same every epoch (no random augmentation)."""
-        return is_deterministic(build_transform(self.preprocessing, self.input_shape[0], None, None, None, self.train_transforms))
+        return is_deterministic(self.build_transform(train=True))
 
     def loader_options(self) -> dict[str, Any]:
         """The DataLoader options shared by every split."""
@@ -156,37 +199,41 @@ class ClassificationDataModule(L.LightningDataModule):
         }
         if self.prefetch_factor is not None:
             options["prefetch_factor"] = self.prefetch_factor
-        collate = self.collate_fn()
-        if collate is not None:
-            options["collate_fn"] = collate
+        options["collate_fn"] = self.checked_collate()
         return options
 
-    def collate_fn(self):
+    def collate_fn(self) -> Callable[[list], Any] | None:
         """A custom collate function, or None for PyTorch's default."""
         return None
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+    def checked_collate(self) -> CheckedCollate:
+        """:meth:`collate_fn` (or the default) with every batch checked against the contract."""
+        return CheckedCollate(self.num_classes, self.collate_fn())
+
+    def make_loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        """A loader with this module's options: training (shuffled, drop_last) or evaluation."""
+        shuffle = self.shuffle and train
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=self.shuffle if train else False,
+            sampler=EpochSeededRandomSampler(dataset, self.seed) if shuffle else None,
             drop_last=self.drop_last if train else False,
             **self.loader_options(),
         )
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.train_set, train=True)
+        return self.make_loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.val_set, train=False)
+        return self.make_loader(self.val_set, train=False)
 
     def test_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.test_set, train=False)
+        return self.make_loader(self.test_set, train=False)
 
     def predict_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.test_set, train=False)
+        return self.make_loader(self.test_set, train=False)
 

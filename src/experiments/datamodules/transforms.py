@@ -44,8 +44,8 @@ def build_transform(
     std: Sequence[float] | None,
     augment: Sequence[nn.Module] = (),
     data_hw: Sequence[int] | None = None,
-) -> v2.Compose:
-    """Float image tensor ``(C, H, W)`` in [0, 1] -> what the model takes.
+) -> v2.Compose | None:
+    """Float image tensor ``(C, H, W)`` in [0, 1] -> what the model takes (None: nothing to do).
 
     Order: augmentations (train only), channel expansion, resize, normalisation. The model's
     ``mean``/``std`` win over the data's own when its weights prescribe them. Data smaller than the
@@ -69,7 +69,7 @@ def build_transform(
         if len(mean) != want_channels:
             mean, std = [sum(mean) / len(mean)] * want_channels, [sum(std) / len(std)] * want_channels
         steps.append(v2.Normalize(list(mean), list(std)))
-    return v2.Compose(steps)
+    return v2.Compose(steps) if steps else None  # v2.Compose refuses an empty list
 
 
 def is_deterministic(transform: nn.Module | None) -> bool:
@@ -77,7 +77,7 @@ def is_deterministic(transform: nn.Module | None) -> bool:
     if transform is None:
         return True
     random_types = (v2.RandomApply, v2.RandomChoice, v2.RandomOrder)
-    for module in transform.modules():
+    for module in _steps(transform):
         name = type(module).__name__
         if isinstance(module, random_types) or name.startswith("Random") or name in {
             "ColorJitter", "AutoAugment", "RandAugment", "TrivialAugmentWide", "AugMix", "MixUp", "CutMix",
@@ -85,6 +85,15 @@ def is_deterministic(transform: nn.Module | None) -> bool:
         }:
             return False
     return True
+
+
+def _steps(transform: nn.Module):
+    """``transform`` and every step inside it: v2.Compose keeps its steps in a plain list, which
+    ``nn.Module.modules()`` does not see."""
+    yield transform
+    for child in [*transform.children(), *(getattr(transform, "transforms", None) or [])]:
+        if isinstance(child, nn.Module):
+            yield from _steps(child)
 
 
 class TransformedDataset(Dataset):
@@ -105,7 +114,11 @@ class TransformedDataset(Dataset):
 
 
 class TensorImageDataset(Dataset):
-    """Images held as one float tensor ``(N, C, H, W)`` with integer ``labels``."""
+    """Images held as one tensor ``(N, C, H, W)`` with integer ``labels``.
+
+    Float images are returned as they are (values in [0, 1]); ``uint8`` images (4x smaller, how
+    MNIST and CIFAR ship) are scaled to float [0, 1] one sample at a time.
+    """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         if len(images) != len(labels):
@@ -117,4 +130,7 @@ class TensorImageDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        return self.images[index], int(self.labels[index])
+        image = self.images[index]
+        if image.dtype == torch.uint8:
+            image = image.float().div_(255)
+        return image, int(self.labels[index])

@@ -54,7 +54,7 @@ class FinetuneCallback(L.Callback):
     def __init__(self, strategy: FinetuneStrategy, base_lr: float) -> None:
         self.strategy = strategy
         self.base_lr = base_lr
-        self._frozen_norms: list[nn.Module] = []
+        self._eval_modules: list[nn.Module] = []
         self.history: list[dict[str, Any]] = []  # one entry per change of the trainable set
         self._last_epoch = 0
 
@@ -71,12 +71,20 @@ class FinetuneCallback(L.Callback):
                 param.requires_grad_(trainable)
         for param in model.head_parameters():
             param.requires_grad_(True)
-        self._frozen_norms = [] if self.strategy.train_bn else frozen_norm_layers(model.backbone)
-        self._set_norm_eval()
+        self._eval_modules = self.frozen_modules(model, any(mask))
+        model.backbone.train()  # modes persist across epochs: thawed blocks must leave eval mode
+        self._set_eval()
         return mask
 
-    def _set_norm_eval(self) -> None:
-        for module in self._frozen_norms:
+    def frozen_modules(self, model: TransferModel, any_block_trains: bool) -> list[nn.Module]:
+        """Modules to hold in eval mode: a wholly frozen backbone (its dropout too, so it computes
+        exactly what the cached-feature path computes), else the frozen norm layers."""
+        if self.strategy.train_bn:
+            return []
+        return frozen_norm_layers(model.backbone) if any_block_trains else [model.backbone]
+
+    def _set_eval(self) -> None:
+        for module in self._eval_modules:
             module.eval()
 
     def _target_lrs(self, trainer: L.Trainer, model: TransferModel, epoch: int) -> list[float]:
@@ -129,7 +137,7 @@ class FinetuneCallback(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # Re-asserted every batch: Lightning restores module modes after validation and calls
         # .train() between stages, which would put frozen BatchNorm back to batch statistics.
-        self._set_norm_eval()
+        self._set_eval()
 
     def summary(self, model: TransferModel, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
         """The ``finetune_detail`` block of results.json."""

@@ -57,6 +57,8 @@ class ClassificationModule(L.LightningModule):
         self.finetune = finetune
         self.max_epochs = max_epochs
         self.label_smoothing = label_smoothing
+        #: set by FeatureInputCallback while batches hold cached backbone features
+        self.features_input = False
         metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes=num_classes, average="micro")})
         # keys avoid "train": nn.Module.train is a method and ModuleDict keys become attributes
         self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
@@ -70,7 +72,7 @@ class ClassificationModule(L.LightningModule):
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
+        logits = self.model.head(x) if self.features_input else self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(logits.detach(), y)

@@ -1,0 +1,133 @@
+"""Images in class sub-folders (``data=image_folder data.root=DIR``).
+
+Two layouts::
+
+    DIR/<class>/<image>                        one pool, split by val_fraction/test_fraction (seeded)
+    DIR/train/<class>/<image>, DIR/val/...     given splits; a missing val/ or test/ is carved from train/
+
+Images are decoded by torchvision.io straight into ``uint8`` tensors (PNG, JPEG, GIF, WebP; other
+formats through PIL). A file that cannot be read raises a DataError naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from experiments.datamodules.base import ClassificationDataModule
+from experiments.errors import DataError
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm")
+_TORCHVISION_DECODES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
+SPLITS = ("train", "val", "test")
+
+
+def read_image(path: str, channels: int) -> torch.Tensor:
+    """``uint8`` tensor ``(channels, H, W)`` of the image at ``path``; DataError naming the file."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    try:
+        if Path(path).suffix.lower() in _TORCHVISION_DECODES:
+            mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+            return decode_image(read_file(path), mode=mode)
+        from PIL import Image
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        with Image.open(path) as image:
+            return pil_to_tensor(image.convert("L" if channels == 1 else "RGB"))
+    except Exception as err:
+        raise DataError(f"cannot read the image {path}: {type(err).__name__}: {err}; replace or remove the file") from err
+
+
+class ImageFileDataset(Dataset):
+    """``(path, label)`` samples decoded on access to float ``(C, H, W)`` tensors in [0, 1]."""
+
+    def __init__(self, samples: list[tuple[str, int]], channels: int) -> None:
+        self.samples = samples
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        return read_image(path, self.channels).float().div_(255), label
+
+
+class ImageFolderDataModule(ClassificationDataModule):
+    """Class sub-folders of images, with or without ``train/``, ``val/``, ``test/`` splits.
+
+    Args:
+        root: the folder (see the module docstring for the two layouts).
+        channels: 3 decodes every image as RGB, 1 as grey scale.
+        kwargs: the loader, split and transform options of :class:`ClassificationDataModule`;
+            ``image_size`` is needed when the images differ in size.
+    """
+
+    def __init__(self, root: str, channels: int = 3, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root).expanduser()
+        if channels not in (1, 3):
+            raise DataError(f"data.channels={channels} is invalid: expected 1 (grey) or 3 (RGB)")
+        self.channels = channels
+        if not self.root.is_dir():
+            raise DataError(f"data.root={root}: no such folder ({self.root.resolve()})")
+        self.split_dirs = {s: self.root / s for s in SPLITS if (self.root / s).is_dir()}
+        if self.split_dirs and "train" not in self.split_dirs:
+            raise DataError(
+                f"data.root={root} has {', '.join(self.split_dirs)}/ but no train/ folder; add train/ "
+                "or put the class folders directly under data.root"
+            )
+        self.classes = sorted(p.name for p in self._class_root().iterdir() if p.is_dir())
+        if not self.classes:
+            raise DataError(f"data.root={root}: no class sub-folders in {self._class_root()}")
+        self._shape: tuple[int, ...] | None = None
+
+    def _class_root(self) -> Path:
+        return self.split_dirs.get("train", self.root)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_names(self) -> list[str]:
+        return list(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """``(channels, H, W)``: ``image_size`` when set, else the first training image's size."""
+        if self.image_size not in (None, "model"):
+            size = self.image_size
+            hw = [size, size] if isinstance(size, int) else list(size)
+            return (self.channels, *hw)
+        if self._shape is None:
+            first = self._samples(self._class_root())[0][0]
+            self._shape = (self.channels, *read_image(first, self.channels).shape[1:])
+        return self._shape
+
+    def load_splits(self) -> tuple[Dataset, Dataset | None, Dataset | None]:
+        if not self.split_dirs:
+            return ImageFileDataset(self._samples(self.root), self.channels), None, None
+        datasets = {s: ImageFileDataset(self._samples(d), self.channels) for s, d in self.split_dirs.items()}
+        return datasets["train"], datasets.get("val"), datasets.get("test")
+
+    def _samples(self, folder: Path) -> list[tuple[str, int]]:
+        """Sorted ``(path, class index)`` of the images under ``folder``'s class sub-folders."""
+        index = {name: i for i, name in enumerate(self.classes)}
+        unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in index)
+        if unknown:
+            raise DataError(
+                f"{folder} has class folders {unknown} that {self._class_root()} lacks; "
+                "every split must use the training split's classes"
+            )
+        samples = [
+            (str(path), index[class_dir.name])
+            for class_dir in sorted(p for p in folder.iterdir() if p.is_dir())
+            for path in sorted(class_dir.rglob("*"))
+            if path.suffix.lower() in EXTENSIONS and path.is_file()
+        ]
+        if not samples:
+            raise DataError(f"no images ({', '.join(EXTENSIONS)}) in the class folders of {folder}")
+        return samples

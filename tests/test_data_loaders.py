@@ -1,0 +1,117 @@
+"""DataLoader options from config, seeded splits, transforms as config."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch.utils.data import RandomSampler, SequentialSampler
+
+from experiments.datamodules.transforms import TensorImageDataset
+
+
+def built(make_cfg, *overrides):
+    datamodule = instantiate(make_cfg(*overrides).data)
+    datamodule.setup()
+    return datamodule
+
+
+def test_every_loader_option_reaches_the_dataloaders(make_cfg):
+    dm = built(
+        make_cfg,
+        "data.batch_size=16", "data.eval_batch_size=40", "data.num_workers=2", "data.pin_memory=true",
+        "data.persistent_workers=true", "data.prefetch_factor=3", "data.drop_last=true",
+    )
+    train, val, test = dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()
+    assert (train.batch_size, val.batch_size, test.batch_size) == (16, 40, 40)
+    for loader in (train, val, test):
+        assert loader.num_workers == 2
+        assert loader.pin_memory is True
+        assert loader.persistent_workers is True
+        assert loader.prefetch_factor == 3
+    assert train.drop_last is True and val.drop_last is False and test.drop_last is False
+
+
+def test_worker_only_options_are_dropped_without_workers(make_cfg):
+    dm = built(make_cfg, "data.num_workers=0", "data.persistent_workers=true", "data.prefetch_factor=4")
+    loader = dm.train_dataloader()
+    assert loader.num_workers == 0 and loader.persistent_workers is False and loader.prefetch_factor is None
+    assert next(iter(loader))[0].shape == (64, 1, 8, 8)  # and the loader works
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_drop_last_changes_the_training_batch_count(make_cfg, drop_last):
+    dm = built(make_cfg, "data.batch_size=50", f"data.drop_last={str(drop_last).lower()}")
+    n_train, n_val = len(dm.train_set), len(dm.val_set)
+    assert n_train % 50  # a short last batch exists
+    rounding = math.floor if drop_last else math.ceil
+    batches = list(dm.train_dataloader())
+    assert len(batches) == rounding(n_train / 50)
+    assert sum(len(y) for _, y in batches) == (n_train // 50 * 50 if drop_last else n_train)
+    assert len(dm.val_dataloader()) == math.ceil(n_val / 50)  # evaluation keeps every sample
+
+
+def test_shuffle_only_in_training(make_cfg):
+    dm = built(make_cfg)
+    assert isinstance(dm.train_dataloader().sampler, RandomSampler)
+    assert isinstance(dm.val_dataloader().sampler, SequentialSampler)
+    assert isinstance(dm.test_dataloader().sampler, SequentialSampler)
+    loader = dm.train_dataloader()
+
+    def epoch_order(epoch):
+        loader.sampler.set_epoch(epoch)  # Lightning does this before every epoch
+        return torch.cat([y for _, y in loader])
+
+    first, second = epoch_order(0), epoch_order(1)
+    assert not torch.equal(first, second)  # reshuffled every epoch ...
+    assert torch.equal(epoch_order(0), first)  # ... reproducibly
+    val_a, val_b = ([y for _, y in dm.val_dataloader()] for _ in range(2))
+    assert torch.equal(torch.cat(val_a), torch.cat(val_b))
+    no_shuffle = built(make_cfg, "data.shuffle=false")
+    assert isinstance(no_shuffle.train_dataloader().sampler, SequentialSampler)
+
+
+def split_labels(dm):
+    return [torch.tensor([dm.train_set[i][1] for i in range(len(dm.train_set))])] + [
+        torch.stack([s[i][0] for i in range(len(s))]) for s in (dm.val_set, dm.test_set)
+    ]
+
+
+def test_same_seed_same_split_other_seed_other_split(make_cfg):
+    a, b = split_labels(built(make_cfg, "data.seed=7")), split_labels(built(make_cfg, "data.seed=7"))
+    c = split_labels(built(make_cfg, "data.seed=8"))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[1], c[1])
+
+
+def test_val_fraction_sizes_the_split(make_cfg):
+    dm = built(make_cfg, "data.val_fraction=0.3", "data.test_fraction=0.1")
+    total = len(dm.train_set) + len(dm.val_set) + len(dm.test_set)
+    assert total == 1797
+    assert len(dm.val_set) == round(1797 * 0.3) and len(dm.test_set) == round(1797 * 0.1)
+
+
+def test_train_and_eval_transforms_from_config(make_cfg):
+    dm = built(
+        make_cfg,
+        "data.train_transforms=[{_target_: torchvision.transforms.v2.RandomHorizontalFlip, p: 1.0}]",
+        "data.eval_transforms=[{_target_: torchvision.transforms.v2.RandomVerticalFlip, p: 1.0}]",
+    )
+    raw_train = dm.train_set.dataset
+    image, _ = raw_train[0]
+    flipped, _ = dm.train_set[0]
+    normalise = dm.build_transform(train=False).transforms[-1]
+    assert torch.allclose(flipped, normalise(image.flip(-1)))
+    val_image, _ = dm.val_set.dataset[0]
+    assert torch.allclose(dm.val_set[0][0], normalise(val_image.flip(-2)))
+    assert dm.train_is_deterministic is False
+
+
+def test_uint8_images_are_scaled_without_pil():
+    images = torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8)
+    dataset = TensorImageDataset(images, torch.arange(5))
+    image, label = dataset[2]
+    assert image.dtype == torch.float32 and label == 2
+    assert torch.allclose(image * 255, images[2].float())
