@@ -23,8 +23,7 @@ def group_options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in group_options(g)])
 def test_every_option_composes(tmp_path, group, option):
-    prefix = "+" if group in {"experiment", "hparams_search"} else ""
-    cfg = compose_cfg(tmp_path, f"{prefix}{group}={option}")
+    cfg = compose_cfg(tmp_path, f"{group}={option}")  # null defaults (experiment, hparams_search) take no "+"
     assert cfg.mode == "train"
 
 

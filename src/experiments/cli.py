@@ -6,6 +6,8 @@ Heavy modules are imported inside the mode functions, after validation.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import sys
 import time
 import traceback
@@ -14,8 +16,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import validate
-from experiments.errors import ExperimentError
+from experiments.config import objective_mode, validate
+from experiments.errors import ConfigError, ExperimentError
+from experiments.from_checkpoint import config_for_checkpoint, uses_checkpoint
 from experiments.results import write_results
 
 log = logging.getLogger("experiments")
@@ -35,8 +38,14 @@ def _hydra_context() -> tuple[Path, bool, list[str]]:
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Run one job; returns the objective (for sweepers) or None when the job failed."""
+    """Run one job; returns the objective for sweepers (Optuna) or None for modes without one.
+
+    A failed job in a sweep returns the worst possible value (-inf when the objective is maximised)
+    instead of raising, so the sweep goes on and a sampler records the trial as bad; the sweep
+    summary lists it as failed. A failed single run exits with status 1.
+    """
     run_dir, multirun, overrides = _hydra_context()
+    hydra_dir = run_dir
     start = time.time()
     record: dict[str, Any] = {
         "status": "failed",
@@ -46,36 +55,72 @@ def main(cfg: DictConfig) -> float | None:
         "run_dir": str(run_dir),
     }
     try:
+        if uses_checkpoint(cfg):
+            cfg, saved = config_for_checkpoint(cfg, overrides)
+            run_dir = Path(cfg.paths.run_dir)
+            if saved is not None:  # .hydra/config.yaml tells what ran, not what was composed
+                _save_config(cfg, hydra_dir / ".hydra" / "config.yaml")
         validate(cfg)
-        if cfg.mode != "train":
+        check_launch(cfg, multirun)
+        if cfg.mode == "train":
+            from experiments.train import train
+
+            record.update(train(cfg, run_dir))
+        else:
             from experiments.modes import run_mode
 
-            return run_mode(cfg, run_dir)
-        from experiments.train import train
-
-        record.update(train(cfg, run_dir))
+            outcome = run_mode(cfg, run_dir)
+            if outcome is None:  # env, models: nothing to record
+                return None
+            record.update(outcome)
     except Exception as err:  # recorded, reported once, then a non-zero exit (or the next job)
         record.update(error=f"{type(err).__name__}: {err}", wall_time_s=time.time() - start)
-        write_results(run_dir, record)
+        if _is_global_zero():
+            write_results(run_dir, record)
         report_error(err)
         if multirun:
-            return None
+            return -math.inf if objective_mode(str(cfg.objective)) == "max" else math.inf
         sys.exit(1)
     record["overrides"], record["run_dir"] = overrides, str(run_dir)
-    write_results(run_dir, record)
-    metrics = record["metrics"]
-    log.info(
-        "done: test/acc %.4f, val/acc %.4f, %d epochs in %.1fs; run dir %s",
-        metrics.get("test/acc", float("nan")), metrics.get("val/acc", float("nan")),
-        record["epochs"], record["wall_time_s"], run_dir,
-    )
+    metrics = record.get("metrics", {})
+    if _is_global_zero():  # a DDP run's other processes run this too: one record, one log line
+        write_results(run_dir, record)
+        parts = [f"{key} {metrics[key]:.4f}" for key in ("test/acc", "val/acc") if key in metrics]
+        parts += [f"{record[key]} {key.removeprefix('num_')}" for key in ("epochs", "num_predictions") if key in record]
+        label = "done" if cfg.mode == "train" else f"done ({cfg.mode})"
+        log.info("%s: %s in %.1fs; run dir %s", label, ", ".join(parts), record["wall_time_s"], run_dir)
     return metrics.get(cfg.objective)
+
+
+def check_launch(cfg: DictConfig, multirun: bool) -> None:
+    """Refuse DDP inside a local sweep: its extra processes re-run the command line, which would
+    start the whole sweep again in each of them."""
+    strategy = str(OmegaConf.select(cfg, "trainer.strategy", default="auto"))
+    if multirun and strategy.startswith("ddp") and "spawn" not in strategy and "SLURM_JOB_ID" not in os.environ:
+        raise ConfigError(
+            f"trainer.strategy={strategy} in a multirun: DDP starts its processes by re-running the "
+            "command line, which would repeat the sweep; run DDP jobs one at a time (without -m), "
+            "or sweep on a cluster with hydra/launcher=slurm"
+        )
+
+
+def _is_global_zero() -> bool:
+    """False in the extra processes of a multi-process (DDP) run. Lightning sets the rank in each
+    process it starts; a process that has not imported Lightning has not trained, so the check
+    never imports it."""
+    rank_zero = sys.modules.get("lightning.fabric.utilities.rank_zero")
+    return rank_zero is None or getattr(rank_zero.rank_zero_only, "rank", 0) == 0
+
+
+def _save_config(cfg: DictConfig, path: Path) -> None:
+    if path.parent.is_dir():
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        OmegaConf.save(cfg, tmp)
+        os.replace(tmp, path)
 
 
 def report_error(err: BaseException) -> None:
     """One paragraph for our own errors; the traceback for anything unexpected (a bug)."""
-    import os
-
     if isinstance(err, ExperimentError) and not os.environ.get("HYDRA_FULL_ERROR"):
         log.error("error: %s", err)
         print(f"error: {err}", file=sys.stderr)

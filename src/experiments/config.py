@@ -41,6 +41,12 @@ _RULES: list[_Rule] = [
     ("data.test_fraction", lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a number in (0, 1)"),
     ("data.train_fraction", lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]"),
     ("data.samples_per_class", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
+    *((f"data.{flag}", lambda v: isinstance(v, bool), "true or false")
+      for flag in ("shuffle", "drop_last", "pin_memory", "persistent_workers", "download")),
+    ("data.num_classes", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
+    ("data.channels", lambda v: v in (1, 3), "1 (grey) or 3 (RGB)"),
+    ("data.sparse_format", lambda v: v in ("coo", "csr", "csc", "dense"), "one of coo, csr, csc, dense"),
+    ("data.n_features", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
     ("optimizer.lr", lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
     ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
@@ -59,9 +65,25 @@ def _select(cfg: DictConfig, key: str) -> tuple[bool, Any]:
     return value is not missing, value
 
 
+def missing_keys(cfg: DictConfig) -> list[str]:
+    """Dotted keys whose value is ``???`` (mandatory, not given), without resolving anything."""
+    found: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            if value == "???":
+                found.append(f"{prefix}{key}")
+            else:
+                walk(value, f"{prefix}{key}.")
+
+    walk(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False), "")
+    return found
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value that breaks a rule; cheap, no heavy imports."""
-    problems = []
+    problems = [f"{key} is required: set it on the command line ({key}=...)" for key in missing_keys(cfg)]
     for key, ok, allowed in _RULES:
         present, value = _select(cfg, key)
         if present and not ok(value):

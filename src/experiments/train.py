@@ -16,10 +16,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.datamodules.base import ClassificationDataModule
+from experiments.finetune.cache import CachedFeatureDataModule, CachePlan, FeatureInputCallback, plan_feature_cache
 from experiments.finetune.callback import FinetuneCallback, count_parameters
 from experiments.finetune.strategies import FinetuneStrategy
 from experiments.lightningmodules.classification import ClassificationModule
 from experiments.models.core import TransferModel
+from experiments.reporting.hparams import hparams_of
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,22 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule, strategy:
     return model
 
 
-def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback]) -> L.Trainer:
+def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback], reload_each_epoch: bool = False) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    return instantiate(cfg.trainer, callbacks=callbacks + extra_callbacks, logger=loggers or False)
+    extra = {"reload_dataloaders_every_n_epochs": 1} if reload_each_epoch else {}
+    return instantiate(cfg.trainer, callbacks=callbacks + extra_callbacks, logger=loggers or False, **extra)
+
+
+def with_feature_cache(
+    cfg: DictConfig, datamodule: ClassificationDataModule, model: TransferModel, cache: CachePlan
+) -> tuple[L.LightningDataModule, list[L.Callback]]:
+    """The data to fit on and the callbacks the cached-feature path needs (none when off)."""
+    if not cache.used:
+        return datamodule, []
+    device = {k: cfg.trainer[k] for k in ("accelerator", "precision") if k in cfg.trainer}
+    cached = CachedFeatureDataModule(datamodule, model.backbone, cache.epochs, {**device, "devices": 1})
+    return cached, [FeatureInputCallback(cache.epochs)]
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
@@ -61,9 +75,13 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return path or None
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Fit and test one configured run; returns the results record (status ``ok``)."""
-    start = time.time()
+def build_components(
+    cfg: DictConfig,
+) -> tuple[FinetuneStrategy, ClassificationDataModule, TransferModel, ClassificationModule]:
+    """Seeded: the strategy, the data, the model sized from it and the LightningModule around it.
+
+    Every mode builds through here, so a checkpoint's state_dict always meets the module it came from.
+    """
     L.seed_everything(cfg.seed, workers=True)
     strategy: FinetuneStrategy = instantiate(cfg.finetune)
     datamodule: ClassificationDataModule = instantiate(cfg.data)
@@ -79,11 +97,33 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         max_epochs=cfg.trainer.max_epochs,
     )
+    return strategy, datamodule, model, module
+
+
+def run_facts(model: TransferModel, module: ClassificationModule, datamodule: ClassificationDataModule) -> dict[str, Any]:
+    """What a run ran on (model, weights, strategy, parameter counts, data): part of every record."""
+    return {
+        "model": model.info.name,
+        "model_family": model.info.family,
+        "weights": model.info.weights,
+        "finetune": module.finetune.name,
+        "params": count_parameters(model, module.param_groups()),
+        "data": {"name": datamodule.name, "num_classes": datamodule.num_classes, "input_shape": list(datamodule.input_shape)},
+    }
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Fit and test one configured run; returns the results record (status ``ok``)."""
+    start = time.time()
+    strategy, datamodule, model, module = build_components(cfg)
     finetune_callback = FinetuneCallback(strategy, module.base_lr)
-    trainer = build_trainer(cfg, [finetune_callback])
+    cache = plan_feature_cache(strategy, datamodule, cfg.trainer.max_epochs)
+    log.info("feature cache: %s (%s)", "on" if cache.used else "off", cache.reason)
+    fit_data, extra = with_feature_cache(cfg, datamodule, model, cache)
+    trainer = build_trainer(cfg, [finetune_callback, *extra], reload_each_epoch=cache.used and cache.epochs < cfg.trainer.max_epochs)
     log_config(trainer, cfg)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=fit_data, ckpt_path=cfg.get("ckpt_path"))
     best = best_checkpoint(trainer)
     val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
@@ -92,22 +132,23 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return {
         "status": "ok",
         "metrics": metrics,
-        "model": model.info.name,
-        "model_family": model.info.family,
-        "weights": model.info.weights,
-        "finetune": strategy.name,
-        "params": count_parameters(model, module.param_groups()),
+        **run_facts(model, module, datamodule),
         "epochs": trainer.current_epoch,
         "wall_time_s": time.time() - start,
         "best_checkpoint": best,
-        "finetune_detail": finetune_callback.summary(model, trainer.optimizers[0] if trainer.optimizers else None),
-        "data": {"name": datamodule.name, "num_classes": datamodule.num_classes, "input_shape": list(datamodule.input_shape)},
+        "finetune_detail": {
+            **finetune_callback.summary(model, trainer.optimizers[0] if trainer.optimizers else None),
+            "feature_cache": cache.as_dict(),
+        },
     }
 
 
 def log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
-    """The resolved config as text in TensorBoard, so a run's settings sit beside its curves."""
+    """The resolved config as text in TensorBoard, so a run's settings sit beside its curves, and as
+    the loggers' hyperparameters (TensorBoard's HPARAMS tab gets the final metrics after testing)."""
+    params = hparams_of(cfg)
     for logger in trainer.loggers:
+        logger.log_hyperparams(params)
         experiment = getattr(logger, "experiment", None)
         if hasattr(experiment, "add_text"):
             text = OmegaConf.to_yaml(cfg, resolve=True)

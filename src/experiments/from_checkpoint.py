@@ -1,0 +1,87 @@
+"""A checkpoint brings its run's config: ``ckpt_path=PATH`` alone rebuilds the same model and data.
+
+A Lightning checkpoint here holds weights and training state, not the model's construction (the
+model is built from config). Every run dir keeps its composed config in ``.hydra/config.yaml``
+next to ``checkpoints/``, so test, predict and resume load that config and then apply what this
+command line overrides. Light: omegaconf and Hydra's override parser only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: always taken from this command's composition: what to do, from where, and where paths point
+_FROM_COMMAND = ("mode", "ckpt_path", "paths")
+
+
+def uses_checkpoint(cfg: DictConfig) -> bool:
+    """Test and predict always do; training does when it resumes (``ckpt_path`` given)."""
+    return cfg.mode in ("test", "predict") or (cfg.mode == "train" and bool(cfg.get("ckpt_path")))
+
+
+def checkpoint_file(cfg: DictConfig) -> Path:
+    """``cfg.ckpt_path`` as an existing file, or a ConfigError that says how to find one."""
+    raw = cfg.get("ckpt_path")
+    if not raw:
+        raise ConfigError(
+            f"mode={cfg.mode} needs ckpt_path=PATH: a Lightning checkpoint such as "
+            "outputs/runs/<run>/checkpoints/last.ckpt"
+        )
+    path = Path(str(raw)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={raw!r}: no such file; runs keep theirs in <run dir>/checkpoints/")
+    return path
+
+
+def saved_config_path(ckpt: Path) -> Path:
+    """``<run>/.hydra/config.yaml`` for ``<run>/checkpoints/<name>.ckpt``."""
+    return ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
+
+
+def config_for_checkpoint(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Path | None]:
+    """The config to run ``cfg.ckpt_path`` with, and the saved config it came from (None: none found).
+
+    The checkpoint's saved config, then every key (or whole group) this command line overrides,
+    copied from the composed ``cfg``; ``mode``, ``ckpt_path`` and ``paths`` always come from ``cfg``.
+    Resuming (``mode=train``) continues in the checkpoint's run dir: its checkpoints, TensorBoard
+    run and results.json.
+    """
+    ckpt = checkpoint_file(cfg)
+    saved_path = saved_config_path(ckpt)
+    if not saved_path.is_file():
+        log.info("no %s next to the checkpoint: using this command's config", saved_path)
+        return cfg, None
+    effective = OmegaConf.load(saved_path)
+    OmegaConf.set_struct(effective, False)
+    keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)]
+    for key in dict.fromkeys([*_FROM_COMMAND, *keys]):
+        if key.startswith("hydra.") or key == "hydra":
+            continue
+        missing = object()
+        value = OmegaConf.select(cfg, key, default=missing)
+        if value is missing:  # a deletion (~key) or a key this composition does not have
+            _delete(effective, key)
+        else:
+            OmegaConf.update(effective, key, value, merge=False, force_add=True)
+    if cfg.mode == "train":
+        effective.paths.run_dir = str(ckpt.resolve().parent.parent)
+        log.info("resuming %s in its run dir %s", ckpt, effective.paths.run_dir)
+    else:
+        log.info("config of %s: %s, with this command's overrides", ckpt, saved_path)
+    OmegaConf.set_struct(effective, True)
+    return effective, saved_path
+
+
+def _delete(cfg: DictConfig, key: str) -> None:
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if isinstance(parent, DictConfig) and leaf in parent:
+        del parent[leaf]

@@ -1,0 +1,214 @@
+"""The sweep summary: ``summary.csv``, ``summary.md`` and ``summary.png`` in the sweep dir.
+
+Written by a Hydra callback at the end of every multirun (basic, Optuna, joblib or SLURM: it reads
+what each job left on disk, its ``results.json`` and ``.hydra/``, so it works whatever launched the
+jobs). Hydra imports this module at start-up: only the standard library and omegaconf load here;
+matplotlib comes in when the plot is drawn.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.config import objective_mode
+from experiments.results import RESULTS_FILE, read_results
+
+log = logging.getLogger(__name__)
+
+SUMMARY_CSV, SUMMARY_MD, SUMMARY_PNG = "summary.csv", "summary.md", "summary.png"
+
+
+@dataclass
+class JobRow:
+    """One job of the sweep as its files tell it."""
+
+    num: int
+    run_dir: Path
+    overrides: list[str]
+    status: str  # "ok" or "failed" (a job that left no results.json counts as failed)
+    metrics: dict[str, float] = field(default_factory=dict)
+    epochs: int | None = None
+    wall_time_s: float | None = None
+    error: str = ""
+
+    def value(self, metric: str) -> float | None:
+        value = self.metrics.get(metric)
+        return value if self.status == "ok" and value is not None and math.isfinite(value) else None
+
+
+def collect_jobs(sweep_dir: Path) -> list[JobRow]:
+    """Every job dir under ``sweep_dir`` (a dir with ``.hydra/overrides.yaml``), in job order."""
+    rows = []
+    for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
+        run_dir = overrides_file.parent.parent
+        overrides = [str(o) for o in OmegaConf.load(overrides_file)]
+        hydra_file = run_dir / ".hydra" / "hydra.yaml"
+        num = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.job.num", default=None) if hydra_file.exists() else None
+        row = JobRow(num=int(num) if num is not None else len(rows), run_dir=run_dir, overrides=overrides, status="failed")
+        if (run_dir / RESULTS_FILE).exists():
+            record = read_results(run_dir)
+            row.status = str(record.get("status", "failed"))
+            row.metrics = {k: float(v) for k, v in (record.get("metrics") or {}).items() if isinstance(v, (int, float))}
+            row.epochs = record.get("epochs")
+            row.wall_time_s = record.get("wall_time_s")
+            row.error = str(record.get("error", ""))
+        else:
+            row.error = f"no {RESULTS_FILE}: the job was killed or crashed before it could record"
+        rows.append(row)
+    return sorted(rows, key=lambda r: r.num)
+
+
+def best_job(rows: list[JobRow], objective: str, mode: str) -> JobRow | None:
+    """The ok job with the highest (``mode="max"``) or lowest objective; None when none has it."""
+    scored = [r for r in rows if r.value(objective) is not None]
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda r: r.value(objective))
+
+
+def split_overrides(rows: list[JobRow]) -> tuple[list[str], list[str]]:
+    """``(varying keys, common overrides)``: keys whose value differs between jobs, and the
+    ``key=value`` overrides every job shares (shown once, not in every row)."""
+    per_job = [dict(_key_value(o) for o in r.overrides) for r in rows]
+    keys = list(dict.fromkeys(k for job in per_job for k in job))
+    varying = [k for k in keys if len({job.get(k) for job in per_job}) > 1]
+    common = [f"{k}={per_job[0][k]}" for k in keys if k not in varying] if per_job else []
+    return varying, common
+
+
+def _key_value(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key, value
+
+
+def _raw(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+def write_summary(sweep_dir: Path, objective: str, mode: str) -> tuple[list[JobRow], JobRow | None]:
+    """Write the three summary files into ``sweep_dir``; returns the rows and the best job."""
+    rows = collect_jobs(sweep_dir)
+    best = best_job(rows, objective, mode)
+    varying, common = split_overrides(rows)
+    metric_names = list(dict.fromkeys([objective, *sorted(k for r in rows for k in r.metrics)]))
+    _write_csv(sweep_dir / SUMMARY_CSV, rows, best, varying, metric_names)
+    _write_markdown(sweep_dir / SUMMARY_MD, rows, best, varying, common, metric_names, objective, mode)
+    plot_objective(sweep_dir / SUMMARY_PNG, rows, best, varying, objective, mode)
+    return rows, best
+
+
+def _write_csv(path: Path, rows: list[JobRow], best: JobRow | None, varying: list[str], metrics: list[str]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["job", "status", "best", *varying, *metrics, "epochs", "wall_time_s", "overrides", "error", "run_dir"])
+        for row in rows:
+            values = dict(_key_value(o) for o in row.overrides)
+            writer.writerow([
+                row.num, row.status, "yes" if row is best else "",
+                *(values.get(k, "") for k in varying),
+                *(_raw(row.metrics.get(m)) for m in metrics),
+                _raw(row.epochs), _raw(row.wall_time_s), " ".join(row.overrides), row.error, str(row.run_dir),
+            ])
+
+
+def _write_markdown(
+    path: Path, rows: list[JobRow], best: JobRow | None, varying: list[str], common: list[str],
+    metrics: list[str], objective: str, mode: str,
+) -> None:
+    failed = [r for r in rows if r.status != "ok"]
+    lines = [
+        "# Sweep summary",
+        "",
+        f"{len(rows)} jobs: {len(rows) - len(failed)} ok, {len(failed)} failed. "
+        f"Objective: `{objective}` ({'higher' if mode == 'max' else 'lower'} is better).",
+    ]
+    if best is not None:
+        lines.append(f"Best: job {best.num} ({_label(best, varying)}) with {objective} = {_fmt(best.value(objective))}.")
+    if common:
+        lines.append("Every job: " + " ".join(f"`{o}`" for o in common) + ".")
+    header = ["job", "status", *varying, *metrics, "epochs", "wall time (s)"]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        values = dict(_key_value(o) for o in row.overrides)
+        job = f"**{row.num} (best)**" if row is best else str(row.num)
+        cells = [job, row.status, *(values.get(k, "") for k in varying), *(_fmt(row.metrics.get(m)) for m in metrics),
+                 _fmt(row.epochs), _fmt(row.wall_time_s)]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    if failed:
+        lines += ["", "## Failed jobs", ""]
+        lines += [f"- job {r.num} ({_label(r, varying)}): {r.error or 'no error recorded'}" for r in failed]
+    lines += ["", f"![{objective} per job]({SUMMARY_PNG})", ""]
+    path.write_text("\n".join(lines))
+
+
+def _label(row: JobRow, varying: list[str]) -> str:
+    values = dict(_key_value(o) for o in row.overrides)
+    return ", ".join(f"{k}={values[k]}" for k in varying if k in values) or "no overrides"
+
+
+def plot_objective(path: Path, rows: list[JobRow], best: JobRow | None, varying: list[str], objective: str, mode: str) -> None:
+    """One line per job: a dot at its objective value, the best in green, failed jobs as a red x."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, min(1.2 + 0.35 * max(len(rows), 1), 40)))
+    ax = fig.add_subplot()
+    values = [r.value(objective) for r in rows]
+    finite = [v for v in values if v is not None]
+    left = min(finite) if finite else 0.0
+    for y, (row, value) in enumerate(zip(rows, values)):
+        if value is None:
+            ax.plot([left], [y], marker="x", color="tab:red", markersize=9, linestyle="none")
+            ax.annotate(" failed", (left, y), color="tab:red", va="center", fontsize=8)
+        else:
+            colour = "tab:green" if row is best else "tab:blue"
+            ax.plot([value], [y], marker="o", color=colour, markersize=8, linestyle="none")
+            ax.annotate(f" {value:.4g}" + ("  best" if row is best else ""), (value, y), va="center", fontsize=8, color=colour)
+    ax.set_yticks(range(len(rows)), labels=[f"#{r.num} {_label(r, varying)}" for r in rows], fontsize=8)
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # job 0 on top
+    ax.margins(x=0.25)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel(f"{objective} ({'higher' if mode == 'max' else 'lower'} is better)")
+    ax.set_title(f"{objective} per job: {sum(v is not None for v in values)} of {len(rows)} ok")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+class SweepSummary(Callback):
+    """Hydra callback (``hydra.callbacks.sweep_summary``): the summary files after every multirun.
+
+    Args:
+        fail_on_failed_jobs: after writing the summary, exit with status 1 when any job failed,
+            so a script or CI running the sweep notices; the other jobs have all run by then.
+    """
+
+    def __init__(self, fail_on_failed_jobs: bool = True) -> None:
+        self.fail_on_failed_jobs = fail_on_failed_jobs
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        objective = str(config.get("objective", "val/acc"))
+        mode = objective_mode(objective)
+        rows, best = write_summary(sweep_dir, objective, mode)
+        failed = [r for r in rows if r.status != "ok"]
+        best_note = f"best job {best.num}: {objective} {_fmt(best.value(objective))}" if best else "no job finished"
+        log.info("sweep summary: %d jobs, %d failed; %s -> %s", len(rows), len(failed), best_note, sweep_dir / SUMMARY_MD)
+        if failed and self.fail_on_failed_jobs:
+            log.error("%d of %d jobs failed (jobs %s); see %s", len(failed), len(rows), ", ".join(str(r.num) for r in failed), sweep_dir / SUMMARY_MD)
+            raise SystemExit(1)

@@ -1,0 +1,258 @@
+"""Experiment management: sweep summary, Optuna, launchers, TensorBoard contents, test/predict from
+a checkpoint, resume, DDP and the environment check."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import CONF, compose_cfg, run_cli
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from experiments.errors import ConfigError
+from experiments.results import read_results
+
+QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null", "trainer.enable_progress_bar=false",
+         "trainer.enable_model_summary=false"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def assert_png(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert height > 100 and width > 100
+
+
+# -- sweeps ----------------------------------------------------------------------------------------
+def test_multirun_summary_lists_every_job_marks_best_and_failures(tmp_path):
+    result = run_cli("-m", "trainer.max_epochs=1", "trainer.limit_train_batches=5", "optimizer.lr=1e-3,-1",
+                     f"hydra.sweep.dir={tmp_path}", *QUIET)
+    # the summary is written, then the sweep exits 1 because a job failed
+    assert result.returncode == 1, result.stderr[-3000:]
+    rows = read_csv(tmp_path / "summary.csv")
+    assert [(r["job"], r["optimizer.lr"], r["status"]) for r in rows] == [("0", "0.001", "ok"), ("1", "-1", "failed")]
+    ok, failed = rows
+    assert ok["best"] == "yes" and failed["best"] == ""
+    assert float(ok["val/acc"]) == pytest.approx(read_results(ok["run_dir"])["metrics"]["val/acc"], abs=1e-4)
+    assert ok["epochs"] == "1" and float(ok["wall_time_s"]) > 0
+    assert "optimizer.lr=-1" in failed["error"] and failed["val/acc"] == ""
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "**0 (best)**" in markdown and "## Failed jobs" in markdown and "optimizer.lr=-1 is invalid" in markdown
+    assert "`trainer.max_epochs=1`" in markdown  # shared overrides shown once
+    assert_png(tmp_path / "summary.png")
+    assert "1 of 2 jobs failed" in result.stdout + result.stderr
+
+
+def test_optuna_study_survives_a_failed_trial_and_reports_the_best(tmp_path):
+    result = run_cli(
+        "hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=1",
+        "optimizer.lr=choice(-1, 0.003)", "data.batch_size=choice(64)",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=5", f"hydra.sweep.dir={tmp_path}", *QUIET,
+    )
+    rows = read_csv(tmp_path / "summary.csv")
+    assert len(rows) == 3, result.stderr[-3000:]
+    statuses = {r["optimizer.lr"]: r["status"] for r in rows}
+    assert statuses == {"-1": "failed", "0.003": "ok"}, rows  # the seed draws both values
+    assert result.returncode == 1  # a failed trial fails the sweep, after the study has finished
+    study = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    best = max((r for r in rows if r["status"] == "ok"), key=lambda r: float(r["val/acc"]))
+    assert study["best_params"]["optimizer.lr"] == 0.003
+    assert study["best_value"] == pytest.approx(float(best["val/acc"]), abs=1e-4)
+    assert best["best"] == "yes"
+    assert "Best value" in result.stdout + result.stderr
+
+
+def test_ddp_in_a_local_sweep_is_refused_before_training(tmp_path):
+    result = run_cli("-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "seed=1,2",
+                     f"hydra.sweep.dir={tmp_path}", *QUIET, timeout=120)
+    assert result.returncode == 1
+    rows = read_csv(tmp_path / "summary.csv")
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert all("re-running the command line" in r["error"] for r in rows)
+
+
+def _hydra_cfg(*overrides: str):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("run", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_launchers_and_search_compose():
+    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+    slurm = _hydra_cfg("hydra/launcher=slurm", "hydra.launcher.partition=gpu").hydra.launcher
+    assert type(instantiate(slurm)).__name__ == SlurmLauncher.__name__  # the plugin loads under two module names
+    assert slurm.partition == "gpu" and slurm.gpus_per_node == 1 and slurm.timeout_min == 120
+    joblib = _hydra_cfg("hydra/launcher=joblib", "hydra.launcher.n_jobs=2").hydra.launcher
+    assert type(instantiate(joblib)).__name__ == JoblibLauncher.__name__ and joblib.n_jobs == 2
+    assert _hydra_cfg("hparams_search=optuna").hydra.sweeper.direction == "maximize"
+    assert _hydra_cfg("hparams_search=optuna", "objective=val/loss").hydra.sweeper.direction == "minimize"
+    ddp = _hydra_cfg("trainer=ddp").trainer
+    assert ddp.strategy == "ddp" and ddp.max_epochs == 10
+    assert _hydra_cfg().hydra.callbacks.sweep_summary.fail_on_failed_jobs is True
+
+
+# -- TensorBoard ----------------------------------------------------------------------------------
+def test_tensorboard_has_final_hparams_figures_lr_groups_and_config(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from experiments.train import train
+
+    cfg = compose_cfg(tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=5", "optimizer.lr=0.002")
+    record = train(cfg, tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"test/confusion_matrix", "test/samples"} <= set(tags["images"])
+    assert any(t.startswith("lr-") and t.endswith("/head") for t in tags["scalars"]), tags["scalars"]
+    assert "config/text_summary" in tags["tensors"]
+
+    content = events.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    metric_tags = {m.name.tag for m in experiment.metric_infos}
+    assert {"final/val/acc", "final/test/acc", "final/test/loss"} <= metric_tags
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["optimizer.lr"].number_value == pytest.approx(0.002)
+    assert session.hparams["model.name"].string_value == "small_cnn"
+    for key in ("val/acc", "test/acc", "test/loss"):  # the real final values, not a placeholder
+        assert events.Scalars(f"final/{key}")[-1].value == pytest.approx(record["metrics"][key])
+
+
+# -- checkpoints: test, predict, resume ---------------------------------------------------------------
+def test_test_and_predict_from_a_checkpoint_use_its_run_config(tmp_path):
+    from experiments.modes import run_mode
+
+    train_dir = tmp_path / "train"
+    # a non-default width: only the run's saved config rebuilds a model these weights fit
+    result = run_cli("trainer.max_epochs=1", "model.net.width=8", f"hydra.run.dir={train_dir}", *QUIET)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = read_results(train_dir)
+
+    test_dir = tmp_path / "test"
+    result = run_cli("mode=test", f"ckpt_path={trained['best_checkpoint']}", f"hydra.run.dir={test_dir}", *QUIET)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tested = read_results(test_dir)
+    assert tested["mode"] == "test" and tested["status"] == "ok"
+    assert tested["metrics"]["test/acc"] == pytest.approx(trained["metrics"]["test/acc"], abs=1e-6)
+    assert tested["metrics"]["val/acc"] == pytest.approx(trained["metrics"]["val/acc"], abs=1e-6)
+    assert yaml.safe_load((test_dir / ".hydra" / "config.yaml").read_text())["model"]["net"]["width"] == 8
+
+    predict_dir = tmp_path / "predict"
+    cfg = compose_cfg(predict_dir, "mode=predict", f"ckpt_path={trained['best_checkpoint']}", "model.net.width=8")
+    record = run_mode(cfg, predict_dir)
+    rows = read_csv(predict_dir / "predictions.csv")
+    assert record["num_predictions"] == len(rows) == 270  # digits: 15% of 1797 in the test split
+    assert [int(r["index"]) for r in rows] == list(range(270))
+    probs = torch.tensor([[float(r[f"prob_{c}"]) for c in range(10)] for r in rows])
+    assert torch.allclose(probs.sum(dim=1), torch.ones(270), atol=1e-4)
+    assert [int(r["predicted"]) for r in rows] == probs.argmax(dim=1).tolist()
+    accuracy = sum(r["predicted"] == r["label"] for r in rows) / len(rows)
+    assert accuracy == pytest.approx(trained["metrics"]["test/acc"], abs=1e-6)
+
+
+def test_checkpoint_config_keeps_the_run_and_applies_overrides(tmp_path):
+    from omegaconf import OmegaConf
+
+    from experiments.from_checkpoint import config_for_checkpoint
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(b"")
+    OmegaConf.save(compose_cfg(run, "model.net.width=8", "optimizer=sgd"), run / ".hydra" / "config.yaml")
+    overrides = ["mode=test", f"ckpt_path={ckpt}", "data.batch_size=16", "~callbacks.test_figures"]
+    cfg = compose_cfg(tmp_path / "new", *overrides)
+    effective, saved = config_for_checkpoint(cfg, overrides)
+    assert saved == run / ".hydra" / "config.yaml"
+    assert effective.model.net.width == 8 and "SGD" in effective.optimizer._target_
+    assert effective.data.batch_size == 16 and effective.mode == "test"
+    assert "test_figures" not in effective.callbacks
+    assert effective.paths.run_dir == str(tmp_path / "new")
+    resumed, _ = config_for_checkpoint(compose_cfg(tmp_path / "new", f"ckpt_path={ckpt}"), [f"ckpt_path={ckpt}"])
+    assert resumed.paths.run_dir == str(run)  # resuming continues in the checkpoint's run dir
+    with pytest.raises(ConfigError, match="mode=test needs ckpt_path"):
+        config_for_checkpoint(compose_cfg(tmp_path, "mode=test"), ["mode=test"])
+    with pytest.raises(ConfigError, match="no such file"):
+        config_for_checkpoint(compose_cfg(tmp_path, "mode=test", "ckpt_path=nope.ckpt"), [])
+
+
+def test_resume_after_epoch_one_equals_the_uninterrupted_run(tmp_path):
+    from experiments.train import train
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    common = ["trainer.max_epochs=3", "trainer.deterministic=true", "trainer.limit_train_batches=6"]
+    full = tmp_path / "full"
+    train(compose_cfg(full, *common), full)
+
+    part = tmp_path / "part"
+    first = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)
+    steps_per_epoch = first["global_step"] // 3
+    train(compose_cfg(part, *common, f"+trainer.max_steps={steps_per_epoch}"), part)  # stops after epoch 1
+    stopped = torch.load(part / "checkpoints" / "last.ckpt", weights_only=True)
+    assert stopped["epoch"] == 0 and stopped["global_step"] == steps_per_epoch
+    record = train(compose_cfg(part, *common, f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}"), part)
+    assert record["epochs"] == 3
+
+    a = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(part / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 3 * steps_per_epoch
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        for key in sa:
+            assert torch.equal(torch.as_tensor(sa[key]), torch.as_tensor(sb[key])), key
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+    steps = {}
+    for run in (full, part):  # the resumed run appended to the same TensorBoard run
+        events = EventAccumulator(str(run / "tensorboard"))
+        events.Reload()
+        steps[run] = [e.step for e in events.Scalars("train/loss")]
+    assert steps[part] == steps[full] == [steps_per_epoch * k - 1 for k in (1, 2, 3)]
+
+
+# -- devices --------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ddp_on_cpu_with_two_processes_writes_one_record_and_one_tensorboard_run(tmp_path):
+    result = run_cli("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
+                     "trainer.limit_train_batches=4", f"hydra.run.dir={tmp_path}", *QUIET, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("results.json")] == [Path("results.json")]
+    record = read_results(tmp_path)
+    assert record["status"] == "ok" and 0 <= record["metrics"]["test/acc"] <= 1
+    assert {p.parent for p in tmp_path.rglob("events.out.tfevents.*")} == {tmp_path / "tensorboard"}
+    assert (tmp_path / "train_ddp_process_1.log").exists()  # rank 1 ran, in the same run dir
+    assert "done:" not in (tmp_path / "train_ddp_process_1.log").read_text()
+
+
+def test_env_mode_reports_versions_and_a_verdict(tmp_path):
+    result = run_cli("mode=env", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"torch           {torch.__version__}" in result.stdout
+    assert "CUDA available  " in result.stdout and "CPU threads" in result.stdout
+    assert "verdict: " in result.stdout
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_arch_support_follows_cuda_compatibility():
+    from experiments.env import arch_supports
+
+    assert arch_supports(["sm_80", "sm_90"], (8, 6))  # same major, higher minor: binary compatible
+    assert not arch_supports(["sm_80", "sm_90"], (12, 0))  # a newer GPU the build has no kernels for
+    assert arch_supports(["sm_80", "compute_90"], (12, 0))  # PTX compiles for newer GPUs
+    assert not arch_supports(["sm_50"], (6, 1)) and arch_supports(["sm_90a"], (9, 0))
