@@ -66,6 +66,7 @@ def with_feature_cache(
         return datamodule, []
     device = {k: cfg.trainer[k] for k in ("accelerator", "precision") if k in cfg.trainer}
     cached = CachedFeatureDataModule(datamodule, model.backbone, cache.epochs, {**device, "devices": 1})
+    cached.extract()
     return cached, [FeatureInputCallback(cache.epochs)]
 
 

@@ -111,18 +111,24 @@ class CachedFeatureDataModule(L.LightningDataModule):
         return trainer is None or trainer.current_epoch < self.epochs
 
 
+    def extract(self) -> None:
+        """Backbone features of the train and val splits (the backbone's frozen weights at start
+        are the ones every cached epoch sees, resumed runs included)."""
+        self.inner.setup("fit")
+        train_in_order = self.inner.make_loader(self.inner.train_set, train=False)
+        self._train = extract_features(self.trainer_kwargs, self.backbone, train_in_order)
+        self._val = extract_features(self.trainer_kwargs, self.backbone, self.inner.val_dataloader())
+
     def train_dataloader(self) -> DataLoader:
         if not self._cached():
             return self.inner.train_dataloader()
-        if self._train is None:
-            self._train = extract_features(self.trainer_kwargs, self.backbone, self.inner.make_loader(self.inner.train_set, train=False))
+        assert self._train is not None, "call extract() before fit"
         return self.inner.make_loader(self._train, train=True)
 
     def val_dataloader(self) -> DataLoader:
         if not self._cached():
             return self.inner.val_dataloader()
-        if self._val is None:
-            self._val = extract_features(self.trainer_kwargs, self.backbone, self.inner.val_dataloader())
+        assert self._val is not None, "call extract() before fit"
         return self.inner.make_loader(self._val, train=False)
 
     def test_dataloader(self) -> DataLoader:
