@@ -25,7 +25,7 @@ def run(path: str, args: argparse.Namespace, root: Path) -> dict:
     cfg = compose_cfg(
         root / path, "model=resnet18", "finetune=classifier_only", f"finetune.cache_features={path == 'cached'}",
         f"trainer.max_epochs={args.epochs}", f"trainer.accelerator={args.accelerator}", "trainer.devices=1",
-        f"data.image_size={args.image_size}", "logger=none", *QUIET,
+        f"data.image_size={args.image_size}", "logger=none", *QUIET, *args.overrides,
     )
     original = train_module.build_trainer
     train_module.build_trainer = lambda c, extra, **kw: original(c, [*extra, timer], **kw)
@@ -45,11 +45,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32, help="digits are resized to this (native: 8)")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("overrides", nargs="*", help="config overrides for both paths, e.g. callbacks.last_checkpoint=null")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = {path: run(path, args, Path(tmp)) for path in ("uncached", "cached")}
     device = torch.cuda.get_device_name() if args.accelerator == "gpu" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\nclassifier_only, resnet18, digits at {args.image_size}x{args.image_size}, {args.epochs} epochs, {device}")
+    print(f"\nclassifier_only, resnet18, digits at {args.image_size}x{args.image_size}, {args.epochs} epochs, {device} {' '.join(args.overrides)}")
     print("| path | epoch (s, median) | epochs/s | first epoch (s) | whole run (s) | test acc |")
     print("|---|---|---|---|---|---|")
     for path, r in results.items():

@@ -85,7 +85,8 @@ class FinetuneCallback(L.Callback):
 
     def _set_eval(self) -> None:
         for module in self._eval_modules:
-            module.eval()
+            if module.training:  # .eval() recurses over every sub-module: skip when nothing changed
+                module.eval()
 
     def _target_lrs(self, trainer: L.Trainer, model: TransferModel, epoch: int) -> list[float]:
         depth_of = dict(zip(range(len(model.blocks)), block_depths(model)))

@@ -1,0 +1,68 @@
+"""The README is part of the product: its commands compose, and the fine-tuning ones run."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+from conftest import ROOT, compose_cfg
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from experiments.train import train
+
+README = (ROOT / "README.md").read_text()
+BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+COMMANDS = [line.strip() for block in BLOCKS for line in block.splitlines() if "python run.py" in line]
+COMMANDS += re.findall(r"`(python run\.py[^`]*)`", README)
+COMMANDS = list(dict.fromkeys(COMMANDS))
+HELP_FLAGS = {"--help", "--cfg", "job", "-m", "--multirun"}
+
+
+def overrides_of(command: str) -> list[str]:
+    """The overrides a README command passes; sweeps contribute their first value."""
+    words = shlex.split(command.split("python run.py", 1)[1].split("  #")[0])
+    words = [re.sub(r"<[^>]+>", "x", w) for w in words if w not in HELP_FLAGS]
+    parsed = OverridesParser.create().parse_overrides(words)
+    out = []
+    for override in parsed:
+        if override.is_sweep_override():
+            if not override.is_choice_sweep():
+                continue  # an Optuna search range: the sweeper's, not a single value
+            value = next(override.sweep_string_iterator())
+            out.append(f"{override.get_key_element()}={value}")
+        else:
+            out.append(override.input_line)
+    return out
+
+
+def test_readme_has_the_commands_it_promises():
+    assert "pip install -e \".[dev]\"" in README and "python -m pytest" in README
+    assert len(COMMANDS) >= 30
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_readme_command_composes(tmp_path, command):
+    cfg = compose_cfg(tmp_path, *overrides_of(command))
+    assert cfg.mode in {"train", "test", "predict", "env", "models"}
+
+
+FINETUNE_ROWS = [c for c in COMMANDS if "finetune=" in c and "model=resnet18" in c and "weights" not in c]
+
+
+@pytest.mark.parametrize("command", FINETUNE_ROWS)
+def test_fine_tuning_table_commands_run(tmp_path, command):
+    quick = ["trainer.max_epochs=2", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"]
+    overrides = [o for o in overrides_of(command) if not o.startswith("model.pretrained")]
+    overrides = [o if not o.startswith("finetune.probe_epochs") else "finetune.probe_epochs=1" for o in overrides]
+    overrides = [o if not o.startswith("finetune.unfreeze_every") else "finetune.unfreeze_every=1" for o in overrides]
+    record = train(compose_cfg(tmp_path, *overrides, *quick), tmp_path)
+    assert record["status"] == "ok" and record["finetune"] in command
+
+
+def test_readme_scripts_exist():
+    for script in set(re.findall(r"python (benchmarks/\w+\.py)", README)):
+        assert (ROOT / script).is_file(), script
+    from experiments.models.listing import main
+
+    main(["torchvision", "resnet"])
