@@ -176,7 +176,7 @@ def test_checkpoint_of_an_earlier_run_transfers_to_new_classes(tmp_path):
     record = train(compose_cfg(tmp_path / "run", "trainer.max_epochs=1"), tmp_path / "run")
     ckpt = record["best_checkpoint"]
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    model = build_custom(lambda **kw: SmallCNN(**kw), num_classes=5, in_chans=1, weights=ckpt)
+    model = build_custom(SmallCNN, num_classes=5, in_chans=1, weights=ckpt)
     for key, value in model.backbone.state_dict().items():
         assert torch.equal(value, saved["model.backbone." + key]), key
     assert model.head.out_features == 5

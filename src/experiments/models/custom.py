@@ -54,11 +54,11 @@ class EncoderDecoderClassifier(nn.Module):
         self,
         num_classes: int,
         in_chans: int = 1,
-        input_hw: tuple[int, int] = (8, 8),
+        input_hw: tuple[int, ...] | None = (8, 8),
         hidden: int = 64,
     ) -> None:
         super().__init__()
-        in_features = in_chans * math.prod(input_hw)
+        in_features = in_chans * math.prod(input_hw or ())  # 1-D data: input_shape (F,) -> in_chans=F
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU())
         self.decoder = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
@@ -96,9 +96,9 @@ def build_custom(
             "give model.weights=PATH instead"
         )
     params = inspect.signature(net).parameters
-    offered = {"num_classes": num_classes, "in_chans": in_chans, "input_hw": tuple(input_hw or ())}
+    offered = {"num_classes": num_classes, "in_chans": in_chans, "input_hw": tuple(input_hw) if input_hw else None}
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    kwargs = {k: v for k, v in offered.items() if (k in params or accepts_any) and not (k == "input_hw" and not v)}
+    kwargs = {k: v for k, v in offered.items() if k in params or accepts_any}
     module = net(**kwargs)
     head_path = head or find_head(module)
     info = ModelInfo("custom", name)

@@ -56,7 +56,7 @@ class SparseMLP(nn.Module):
         self,
         num_classes: int,
         in_chans: int,
-        input_hw: Sequence[int] = (),
+        input_hw: Sequence[int] | None = None,
         hidden: Sequence[int] = (256,),
         dropout: float = 0.1,
     ) -> None:
@@ -64,7 +64,7 @@ class SparseMLP(nn.Module):
         if not hidden:
             raise ValueError("SparseMLP needs at least one hidden width")
         widths = [int(w) for w in hidden]
-        self.input = SparseLinear(in_chans * math.prod(input_hw), widths[0])
+        self.input = SparseLinear(in_chans * math.prod(input_hw or ()), widths[0])
         layers: list[nn.Module] = [nn.ReLU(), nn.Dropout(dropout)]
         for width_in, width_out in zip(widths, widths[1:]):
             layers += [nn.Linear(width_in, width_out), nn.ReLU(), nn.Dropout(dropout)]
