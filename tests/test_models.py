@@ -29,8 +29,6 @@ def _input_for(model, channels=3, size=32):
 @pytest.mark.parametrize("option", SHORTCUTS)
 def test_every_model_config_builds_and_gives_num_classes_logits(tmp_path, option):
     cfg = compose_cfg(tmp_path, f"model={option}")
-    if option == "sparse_mlp":
-        pytest.skip("sparse inputs: covered by the data tests")
     channels = 1 if "custom" in cfg.model._target_ else 3
     model = instantiate(cfg.model)(num_classes=7, in_chans=channels, input_hw=(8, 8) if channels == 1 else None)
     model.eval()
