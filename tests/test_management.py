@@ -4,7 +4,6 @@ a checkpoint, resume, DDP and the environment check."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pytest

@@ -15,7 +15,6 @@ from safetensors.torch import save_file
 from experiments.errors import ModelError, WeightsError
 from experiments.models import timm_models, torchvision_models
 from experiments.models.custom import build_custom, SmallCNN
-from experiments.models.weights import load_weights_file
 
 NEEDS_PARAMS = {"hub"}  # repo/entrypoint have no default
 SHORTCUTS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem not in NEEDS_PARAMS)

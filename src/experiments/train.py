@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -124,10 +123,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trainer = build_trainer(cfg, [finetune_callback, *extra], reload_each_epoch=cache.used and cache.epochs < cfg.trainer.max_epochs)
     log_config(trainer, cfg)
 
-    trainer.fit(module, datamodule=fit_data, ckpt_path=cfg.get("ckpt_path"))
+    # every checkpoint load is tensors-only: a checkpoint file cannot run code
+    trainer.fit(module, datamodule=fit_data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     best = best_checkpoint(trainer)
-    val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
-    test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
+    test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
 
     metrics = {k: float(v) for k, v in {**val[0], **test[0]}.items()}
     return {
@@ -155,6 +155,3 @@ def log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
             text = OmegaConf.to_yaml(cfg, resolve=True)
             experiment.add_text("config", "```\n" + text + "\n```", 0)
 
-
-def torch_threads_note() -> str:
-    return f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
