@@ -72,7 +72,8 @@ class ClassificationModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and logits of one batch; the stage's loss and metrics accumulate."""
         x, y = batch
         logits = self.model.head(x) if self.features_input else self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
@@ -80,7 +81,7 @@ class ClassificationModule(L.LightningModule):
         # costs ~1 ms per step in Lightning, which dominated short epochs.
         self.metrics[f"{stage}_metrics"].update(logits.detach(), y)
         self.losses[f"{stage}_loss"].update(loss.detach(), weight=len(y))
-        return loss
+        return loss, logits
 
     def _log_epoch(self, stage: str) -> None:
         """Log the epoch's loss and metrics (synced across processes by torchmetrics), then reset."""
@@ -100,13 +101,15 @@ class ClassificationModule(L.LightningModule):
         self._log_epoch("test")
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        return self._shared_step(batch, "train")[0]
 
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "val")
+        return self._shared_step(batch, "val")[0]
 
-    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "test")
+    def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Loss and predicted classes: test-time callbacks (confusion matrix, samples) read them."""
+        loss, logits = self._shared_step(batch, "test")
+        return {"loss": loss, "predictions": logits.argmax(dim=-1)}
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

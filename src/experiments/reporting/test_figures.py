@@ -21,8 +21,8 @@ class TestPredictionFigures(L.Callback):
     """Logs ``test/confusion_matrix`` and ``test/samples`` (the first ``num_samples`` test inputs with
     predicted and true class) to every logger that can take figures (TensorBoard).
 
-    The step returns only the loss, so the callback runs the model once more on each test batch,
-    under the Trainer's precision and no_grad. The confusion matrix is a torchmetrics metric: with
+    It reads the predicted classes that ClassificationModule.test_step returns (no second forward
+    pass). The confusion matrix is a torchmetrics metric: with
     DDP it is summed over all processes before rank 0 draws it. Nothing is computed when no
     logger can show figures.
 
@@ -53,9 +53,7 @@ class TestPredictionFigures(L.Callback):
         if self._matrix is None:
             return
         x, y = batch[0], batch[1]
-        precision = trainer.precision_plugin
-        with torch.no_grad(), precision.forward_context():
-            predicted = pl_module(precision.convert_input(x)).argmax(dim=-1)
+        predicted = outputs["predictions"]
         self._matrix.update(predicted, y)
         kept = sum(len(s[0]) for s in self._samples)
         if kept < self.num_samples and _is_image_batch(x):
