@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from _common import QUIET, EpochTimer, compose_cfg, median_after_first
-from experiments import train as train_module
+from experiments.tasks import train
 
 
 def run(path: str, args: argparse.Namespace, root: Path) -> dict:
@@ -27,14 +27,9 @@ def run(path: str, args: argparse.Namespace, root: Path) -> dict:
         f"trainer.max_epochs={args.epochs}", f"trainer.accelerator={args.accelerator}", "trainer.devices=1",
         f"data.image_size={args.image_size}", "logger=none", *QUIET, *args.overrides,
     )
-    original = train_module.build_trainer
-    train_module.build_trainer = lambda c, extra, **kw: original(c, [*extra, timer], **kw)
-    try:
-        start = time.perf_counter()
-        record = train_module.train(cfg, root / path)
-        wall = time.perf_counter() - start
-    finally:
-        train_module.build_trainer = original
+    start = time.perf_counter()
+    record = train(cfg, callbacks=[timer])
+    wall = time.perf_counter() - start
     epoch = median_after_first(timer.epochs)
     return {"epoch_s": epoch, "epochs_per_s": 1 / epoch, "wall_s": wall, "test_acc": record["metrics"]["test/acc"],
             "first_epoch_s": timer.epochs[0]}

@@ -22,14 +22,15 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from _common import QUIET, EpochTimer, compose_cfg, median_after_first
-from experiments import train as train_module
+from experiments.build import model_from_config
+from experiments.tasks import train
 
 
 def plain_loop(cfg, device: torch.device) -> list[float]:
     """The hand-written loop: zero_grad, forward, loss, backward, step; then eval + no_grad."""
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)(num_classes=datamodule.num_classes, in_chans=1, input_hw=(8, 8)).to(device)
+    model = model_from_config(cfg.model, datamodule.num_classes, datamodule.input_shape).to(device)
     datamodule.set_preprocessing(model.preprocessing)
     datamodule.setup("fit")
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
@@ -54,14 +55,9 @@ def plain_loop(cfg, device: torch.device) -> list[float]:
     return times
 
 
-def framework(cfg, run_dir: Path) -> list[float]:
+def framework(cfg) -> list[float]:
     timer = EpochTimer()
-    original = train_module.build_trainer
-    train_module.build_trainer = lambda c, extra, **kw: original(c, [*extra, timer], **kw)
-    try:
-        train_module.train(cfg, run_dir)
-    finally:
-        train_module.build_trainer = original
+    train(cfg, callbacks=[timer])
     return timer.epochs
 
 
@@ -80,7 +76,7 @@ def main() -> None:
                 Path(tmp) / str(repeat), f"trainer.max_epochs={args.epochs}", f"trainer.accelerator={args.accelerator}",
                 "trainer.devices=1", f"data.batch_size={args.batch_size}", "scheduler=none", *QUIET, *args.overrides,
             )
-            order = [("plain PyTorch loop", lambda: plain_loop(cfg, device)), ("experiments (run.py path)", lambda: framework(cfg, Path(tmp) / str(repeat)))]
+            order = [("plain PyTorch loop", lambda: plain_loop(cfg, device)), ("experiments (run.py path)", lambda: framework(cfg))]
             for name, fn in order if repeat == 0 else order[::-1]:
                 medians[name].append(median_after_first(fn()))
     plain, ours = (statistics.median(v) for v in medians.values())

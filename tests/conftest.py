@@ -33,6 +33,34 @@ def compose_cfg(run_dir: Path, *overrides: str, fast: bool = True):
         return compose("run", overrides=[f"paths.run_dir={run_dir}", *(FAST if fast else []), *overrides])
 
 
+def run_job(cfg, overrides: tuple[str, ...] = ()) -> dict:
+    """The job exactly as `run.py` runs it (validate, the mode's task, the record), in-process;
+    returns its results.json. A failing job raises SystemExit, as the command exits 1."""
+    from experiments.cli import run_task
+    from experiments.results import read_results
+
+    run_task(cfg, Path(cfg.paths.run_dir), False, list(overrides))
+    return read_results(cfg.paths.run_dir)
+
+
+@pytest.fixture(scope="session")
+def default_cfg(tmp_path_factory):
+    """`python run.py`'s composed config, composed once per session (read it, do not change it)."""
+    return compose_cfg(tmp_path_factory.mktemp("default"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """``requires_gpu`` tests run where CUDA is, and are skipped (with the reason) elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (the README's GPU rows)")
+    for item in items:
+        if "requires_gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
     return lambda *overrides, **kw: compose_cfg(tmp_path, *overrides, **kw)

@@ -7,13 +7,12 @@ import struct
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, run_job
 from hydra.utils import instantiate
 from sklearn.datasets import load_digits
 from torchvision.io import encode_png
 
 from experiments.errors import DataError
-from experiments.train import train
 
 
 def readme_dataset_module() -> str:
@@ -31,7 +30,7 @@ def test_readme_custom_dataset_on_the_path_trains_via_data_custom(make_cfg, tmp_
         "data=custom", "data.dataset._target_=my_pkg.MyDataset", "+data.dataset.size=400",
         "data.val_dataset={_target_: my_pkg.MyDataset, size: 100, seed: 0}", "finetune=scratch", "trainer.max_epochs=4", "logger=none",
     )
-    record = train(cfg, tmp_path / "run")
+    record = run_job(cfg)
     assert record["status"] == "ok"
     assert record["data"] == {"name": "custom", "num_classes": 4, "input_shape": [1, 8, 8]}
     assert record["metrics"]["test/acc"] > 0.6  # 4 classes: chance is 0.25
@@ -60,7 +59,7 @@ def test_image_folder_trains_on_pngs(make_cfg, tmp_path):
     cfg = make_cfg("data=image_folder", f"data.root={tmp_path / 'images'}", "data.channels=1", "logger=none", "trainer.max_epochs=3")
     dm = instantiate(cfg.data)
     assert dm.class_names() == ["digit0", "digit1", "digit7"] and dm.input_shape == (1, 8, 8)
-    record = train(cfg, tmp_path / "run")
+    record = run_job(cfg)
     assert record["status"] == "ok" and record["data"]["num_classes"] == 3
 
 

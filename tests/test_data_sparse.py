@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import scipy.sparse
 import torch
-from hydra.utils import instantiate
+from conftest import run_job
 from sklearn.datasets import dump_svmlight_file
 
+from experiments.build import model_from_config
 from experiments.datamodules import CustomDataModule, SparseCollate, SparseDataModule
 from experiments.datamodules.sparse import SparseRowDataset, synthetic_sparse_classification
 from experiments.errors import DataError
 from experiments.models.sparse_mlp import SparseLinear
-from experiments.train import train
 
 LAYOUTS = {"coo": torch.sparse_coo, "csr": torch.sparse_csr, "csc": torch.sparse_csc, "dense": torch.strided}
 
@@ -41,7 +41,7 @@ def test_sparse_training_beats_chance_and_never_densifies(make_cfg, tmp_path, sv
             "data=sparse", f"data.path={svmlight}", f"data.sparse_format={fmt}", "model=sparse_mlp",
             "finetune=scratch", "model.net.hidden=[64]", "trainer.max_epochs=2", "logger=none", "optimizer.lr=3e-3",
         )
-        record_ = train(cfg, tmp_path)
+        record_ = run_job(cfg)
     finally:
         hook.remove()
     assert record_["status"] == "ok"
@@ -101,6 +101,6 @@ def test_default_collate_refuses_sparse_items_with_a_clear_message():
 
 def test_sparse_mlp_also_takes_dense_images(make_cfg):
     cfg = make_cfg("model=sparse_mlp")
-    model = instantiate(cfg.model)(num_classes=10, in_chans=1, input_hw=(8, 8))
+    model = model_from_config(cfg.model, 10, (1, 8, 8))
     assert model(torch.rand(5, 1, 8, 8)).shape == (5, 10)
     assert [b.name for b in model.blocks] == ["input"]

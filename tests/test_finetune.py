@@ -8,10 +8,10 @@ import lightning as L
 import pytest
 import torch
 import torchvision
-from conftest import compose_cfg
+from conftest import compose_cfg, run_job
 
-from experiments.errors import FinetuneError
-from experiments.train import train
+from experiments.results import read_results
+
 
 LR = 0.01
 BLOCKS = ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"]  # resnet18's, stem first
@@ -47,7 +47,7 @@ def run_strategy(tmp_path, weights, *overrides, epochs=2):
         tmp_path, "model=resnet18", f"model.weights={weights}", "scheduler=none", f"optimizer.lr={LR}",
         "optimizer=adam", f"trainer.max_epochs={epochs}", "+trainer.limit_train_batches=4", *overrides,
     )
-    record = train(cfg, tmp_path)
+    record = run_job(cfg)
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     after = {k[len("model.backbone."):]: v for k, v in state["state_dict"].items() if k.startswith("model.backbone.")}
     groups = {g["name"]: g["lr"] for g in state["optimizer_states"][0]["param_groups"]}
@@ -81,8 +81,10 @@ def test_partial_trains_only_the_last_blocks(tmp_path, weights_file):
 
 def test_partial_with_too_many_blocks_names_the_count(tmp_path, weights_file):
     path, _ = weights_file
-    with pytest.raises(FinetuneError, match=r"n_blocks=9 but this model has 5 blocks"):
+    with pytest.raises(SystemExit):  # as the command exits 1
         run_strategy(tmp_path, path, "finetune=partial", "finetune.n_blocks=9")
+    error = read_results(tmp_path)["error"]
+    assert error.startswith("FinetuneError") and "n_blocks=9 but this model has 5 blocks" in error
 
 
 def test_full_trains_all_with_small_backbone_lr_or_layer_decay(tmp_path, weights_file):
@@ -161,8 +163,10 @@ def test_random_augmentation_takes_the_uncached_path_and_says_why(tmp_path, weig
     cache = record["finetune_detail"]["feature_cache"]
     assert not cache["used"] and "random augmentation" in cache["reason"]
     assert any("feature cache: off" in r.getMessage() for r in caplog.records)
-    with pytest.raises(FinetuneError, match="cache_features=true cannot apply"):
+    with pytest.raises(SystemExit):  # as the command exits 1
         run_strategy(tmp_path / "forced", path, "finetune=classifier_only", "finetune.cache_features=true", augment, epochs=1)
+    error = read_results(tmp_path / "forced")["error"]
+    assert error.startswith("FinetuneError") and "cache_features=true cannot apply" in error
 
 
 def test_results_record_block_states(tmp_path, weights_file):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONF, compose_cfg, run_cli
+from conftest import CONF, compose_cfg, run_cli, run_job
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -35,6 +35,7 @@ def assert_png(path: Path) -> None:
 
 
 # -- sweeps ----------------------------------------------------------------------------------------
+@pytest.mark.slow  # a sweep: several processes
 def test_multirun_summary_lists_every_job_marks_best_and_failures(tmp_path):
     result = run_cli("-m", "trainer.max_epochs=1", "trainer.limit_train_batches=5", "optimizer.lr=1e-3,-1",
                      f"hydra.sweep.dir={tmp_path}", *QUIET)
@@ -54,6 +55,7 @@ def test_multirun_summary_lists_every_job_marks_best_and_failures(tmp_path):
     assert "1 of 2 jobs failed" in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # a sweep: several processes
 def test_optuna_study_survives_a_failed_trial_and_reports_the_best(tmp_path):
     result = run_cli(
         "hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=1",
@@ -73,6 +75,7 @@ def test_optuna_study_survives_a_failed_trial_and_reports_the_best(tmp_path):
     assert "Best value" in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # a sweep: several processes
 def test_ddp_in_a_local_sweep_is_refused_before_training(tmp_path):
     result = run_cli("-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "seed=1,2",
                      f"hydra.sweep.dir={tmp_path}", *QUIET, timeout=120)
@@ -108,10 +111,8 @@ def test_tensorboard_has_final_hparams_figures_lr_groups_and_config(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    from experiments.train import train
-
-    cfg = compose_cfg(tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=5", "optimizer.lr=0.002")
-    record = train(cfg, tmp_path)
+    overrides = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", "optimizer.lr=0.002", "module.label_smoothing=0.1"]
+    record = run_job(compose_cfg(tmp_path, *overrides), overrides)
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
     events.Reload()
     tags = events.Tags()
@@ -126,14 +127,16 @@ def test_tensorboard_has_final_hparams_figures_lr_groups_and_config(tmp_path):
     session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     assert session.hparams["optimizer.lr"].number_value == pytest.approx(0.002)
     assert session.hparams["model.name"].string_value == "small_cnn"
+    # what a person compares, plus the keys this command set; not every dotted config key
+    assert session.hparams["module.label_smoothing"].number_value == pytest.approx(0.1)
+    assert "data._target_" not in session.hparams and "ckpt_path" not in session.hparams
+    assert len(session.hparams) <= 12
     for key in ("val/acc", "test/acc", "test/loss"):  # the real final values, not a placeholder
         assert events.Scalars(f"final/{key}")[-1].value == pytest.approx(record["metrics"][key])
 
 
 # -- checkpoints: test, predict, resume ---------------------------------------------------------------
 def test_test_and_predict_from_a_checkpoint_use_its_run_config(tmp_path):
-    from experiments.modes import run_mode
-
     train_dir = tmp_path / "train"
     # a non-default width: only the run's saved config rebuilds a model these weights fit
     result = run_cli("trainer.max_epochs=1", "model.net.width=8", f"hydra.run.dir={train_dir}", *QUIET)
@@ -151,7 +154,7 @@ def test_test_and_predict_from_a_checkpoint_use_its_run_config(tmp_path):
 
     predict_dir = tmp_path / "predict"
     cfg = compose_cfg(predict_dir, "mode=predict", f"ckpt_path={trained['best_checkpoint']}", "model.net.width=8")
-    record = run_mode(cfg, predict_dir)
+    record = run_job(cfg)
     rows = read_csv(predict_dir / "predictions.csv")
     assert record["num_predictions"] == len(rows) == 270  # digits: 15% of 1797 in the test split
     assert [int(r["index"]) for r in rows] == list(range(270))
@@ -190,21 +193,19 @@ def test_checkpoint_config_keeps_the_run_and_applies_overrides(tmp_path):
 
 
 def test_resume_after_epoch_one_equals_the_uninterrupted_run(tmp_path):
-    from experiments.train import train
-
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     common = ["trainer.max_epochs=3", "trainer.deterministic=true", "trainer.limit_train_batches=6"]
     full = tmp_path / "full"
-    train(compose_cfg(full, *common), full)
+    run_job(compose_cfg(full, *common))
 
     part = tmp_path / "part"
     first = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)
     steps_per_epoch = first["global_step"] // 3
-    train(compose_cfg(part, *common, f"+trainer.max_steps={steps_per_epoch}"), part)  # stops after epoch 1
+    run_job(compose_cfg(part, *common, f"+trainer.max_steps={steps_per_epoch}"))  # stops after epoch 1
     stopped = torch.load(part / "checkpoints" / "last.ckpt", weights_only=True)
     assert stopped["epoch"] == 0 and stopped["global_step"] == steps_per_epoch
-    record = train(compose_cfg(part, *common, f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}"), part)
+    record = run_job(compose_cfg(part, *common, f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}"))
     assert record["epochs"] == 3
 
     a = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)

@@ -6,10 +6,9 @@ import re
 import shlex
 
 import pytest
-from conftest import ROOT, compose_cfg
+from conftest import ROOT, compose_cfg, run_job
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from experiments.train import train
 
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
@@ -56,13 +55,35 @@ def test_fine_tuning_table_commands_run(tmp_path, command):
     overrides = [o for o in overrides_of(command) if not o.startswith("model.pretrained")]
     overrides = [o if not o.startswith("finetune.probe_epochs") else "finetune.probe_epochs=1" for o in overrides]
     overrides = [o if not o.startswith("finetune.unfreeze_every") else "finetune.unfreeze_every=1" for o in overrides]
-    record = train(compose_cfg(tmp_path, *overrides, *quick), tmp_path)
+    record = run_job(compose_cfg(tmp_path, *overrides, *quick))
     assert record["status"] == "ok" and record["finetune"] in command
 
 
 def test_readme_scripts_exist():
     for script in set(re.findall(r"python (benchmarks/\w+\.py)", README)):
         assert (ROOT / script).is_file(), script
+
+
+def test_model_listing_command_prints_matching_names(capsys):
     from experiments.models.listing import main
 
     main(["torchvision", "resnet"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "resnet18" in lines and "resnet50" in lines
+    assert all("resnet" in line for line in lines[:-1]) and lines[-1] == f"{len(lines) - 1} torchvision models"
+
+
+def _documented_results_keys() -> set[str]:
+    section = README.split("## results.json", 1)[1].split("\n## ", 1)[0]
+    keys = set()
+    for row in re.findall(r"^\| (`[^|]+`) \|", section, flags=re.M):
+        keys |= set(re.findall(r"`([^`]+)`", row))
+    return keys
+
+
+def test_results_table_matches_a_real_record(tmp_path):
+    record = run_job(compose_cfg(tmp_path, "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "logger=none"))
+    documented = _documented_results_keys()
+    assert set(record) <= documented, f"undocumented keys: {set(record) - documented}"
+    only_elsewhere = {"error", "checkpoint", "predictions", "num_predictions"}  # failures, test, predict
+    assert documented - only_elsewhere <= set(record), f"documented but not written: {documented - only_elsewhere - set(record)}"

@@ -1,6 +1,8 @@
-"""What ``run.py`` calls: validate (cheap), dispatch the mode, record the result, report errors.
+"""What ``run.py`` calls: validate (cheap), run the mode's task, own the record, report errors.
 
-Heavy modules are imported inside the mode functions, after validation.
+Follow a run from here: :func:`main` -> :func:`run_task` -> ``experiments.tasks.TASKS[mode]``
+(``train``: build, fit, evaluate) -> results.json. Heavy modules are imported inside the tasks,
+after validation.
 """
 
 from __future__ import annotations
@@ -38,21 +40,36 @@ def _hydra_context() -> tuple[Path, bool, list[str]]:
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Run one job; returns the objective for sweepers (Optuna) or None for modes without one.
-
-    A failed job in a sweep returns the worst possible value (-inf when the objective is maximised)
-    instead of raising, so the sweep goes on and a sampler records the trial as bad; the sweep
-    summary lists it as failed. A failed single run exits with status 1.
-    """
+    """``run.py``'s body: set up logging, then run the configured task inside :func:`run_task`."""
+    setup_logging()
     run_dir, multirun, overrides = _hydra_context()
-    hydra_dir = run_dir
-    start = time.time()
+    return run_task(cfg, run_dir, multirun, overrides)
+
+
+def setup_logging() -> None:
+    """Lightning adds its own console handlers; route its records through Hydra's handlers
+    instead, so they land once on the console and in the job's log file."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+
+
+def run_task(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: list[str]) -> float | None:
+    """Run one job and own its record: start time, run dir, overrides, and the failure path.
+
+    Returns the objective for sweepers (Optuna), or None for modes without one. A failed job in a
+    sweep returns the worst possible value (-inf when the objective is maximised) instead of
+    raising, so the sweep goes on and a sampler records the trial as bad; the sweep summary lists
+    it as failed. A failed single run exits with status 1. Either way results.json says why.
+    """
+    from experiments.tasks import TASKS
+
+    hydra_dir, start = run_dir, time.time()
     record: dict[str, Any] = {
         "status": "failed",
+        "mode": cfg.mode,
         "model": OmegaConf.select(cfg, "model.name", default="?"),
         "finetune": OmegaConf.select(cfg, "finetune.name", default="?"),
-        "overrides": overrides,
-        "run_dir": str(run_dir),
     }
     try:
         if uses_checkpoint(cfg):
@@ -62,29 +79,25 @@ def main(cfg: DictConfig) -> float | None:
                 _save_config(cfg, hydra_dir / ".hydra" / "config.yaml")
         validate(cfg)
         check_launch(cfg, multirun)
-        if cfg.mode == "train":
-            from experiments.train import train
-
-            record.update(train(cfg, run_dir))
-        else:
-            from experiments.modes import run_mode
-
-            outcome = run_mode(cfg, run_dir)
-            if outcome is None:  # env, models: nothing to record
-                return None
-            record.update(outcome)
+        outcome = TASKS[cfg.mode](cfg, overrides)
+        if outcome is None:  # env, models: nothing to record
+            return None
+        record.update(outcome, status="ok")
     except Exception as err:  # recorded, reported once, then a non-zero exit (or the next job)
-        record.update(error=f"{type(err).__name__}: {err}", wall_time_s=time.time() - start)
-        if _is_global_zero():
-            write_results(run_dir, record)
-        report_error(err)
+        record["error"] = f"{type(err).__name__}: {err}"
+        failure: BaseException | None = err
+    else:
+        failure = None
+    record.update(overrides=overrides, run_dir=str(run_dir), wall_time_s=time.time() - start)
+    if _is_global_zero():  # a DDP run's other processes run this too: one record, one log line
+        write_results(run_dir, record)
+    if failure is not None:
+        report_error(failure)
         if multirun:
             return -math.inf if objective_mode(str(cfg.objective)) == "max" else math.inf
         sys.exit(1)
-    record["overrides"], record["run_dir"] = overrides, str(run_dir)
     metrics = record.get("metrics", {})
-    if _is_global_zero():  # a DDP run's other processes run this too: one record, one log line
-        write_results(run_dir, record)
+    if _is_global_zero():
         parts = [f"{key} {metrics[key]:.4f}" for key in ("test/acc", "val/acc") if key in metrics]
         parts += [f"{record[key]} {key.removeprefix('num_')}" for key in ("epochs", "num_predictions") if key in record]
         label = "done" if cfg.mode == "train" else f"done ({cfg.mode})"

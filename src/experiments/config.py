@@ -12,8 +12,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import ConfigError
+from experiments.tasks import TASKS
 
-MODES = ("train", "test", "predict", "env", "models")
+MODES = tuple(TASKS)
 
 
 def objective_mode(metric: str) -> str:
@@ -50,12 +51,6 @@ _RULES: list[_Rule] = [
     ("optimizer.lr", lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
     ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    ("finetune.backbone_lr_mult", lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
-    ("finetune.layer_decay", lambda v: v is None or (isinstance(v, (int, float)) and 0 < v <= 1), "null or a number in (0, 1]"),
-    ("finetune.n_blocks", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    ("finetune.unfreeze_every", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    ("finetune.probe_epochs", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    ("finetune.cache_features", lambda v: str(v).lower() in {"auto", "true", "false"}, "auto, true or false"),
 ]
 
 
@@ -88,11 +83,20 @@ def validate(cfg: DictConfig) -> None:
         present, value = _select(cfg, key)
         if present and not ok(value):
             problems.append(f"{key}={value!r} is invalid: expected {allowed}")
-    present, probe = _select(cfg, "finetune.probe_epochs")
-    if present and probe is not None and probe >= cfg.trainer.max_epochs:
-        problems.append(
-            f"finetune.probe_epochs={probe} leaves no fine-tuning epoch with "
-            f"trainer.max_epochs={cfg.trainer.max_epochs}; raise trainer.max_epochs or lower probe_epochs"
-        )
+    if not problems and OmegaConf.select(cfg, "finetune._target_", default=None):
+        problems += _strategy_problems(cfg)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _strategy_problems(cfg: DictConfig) -> list[str]:
+    """The fine-tuning strategy checks its own keys (strategies import no torch, so this is cheap)."""
+    from hydra.utils import instantiate
+
+    from experiments.errors import FinetuneError
+
+    try:
+        instantiate(cfg.finetune).validate(cfg.trainer.max_epochs)
+    except FinetuneError as err:
+        return [str(err)]
+    return []

@@ -62,7 +62,9 @@ def build_transform(
     ):
         image_size = preprocessing.min_size  # the architecture cannot take smaller inputs
     if image_size:
-        steps.append(v2.Resize(_hw(image_size), antialias=True))
+        # the interpolation the weights were trained with (timm's are often bicubic)
+        mode = v2.InterpolationMode(preprocessing.interpolation)
+        steps.append(v2.Resize(_hw(image_size), interpolation=mode, antialias=True))
     mean = preprocessing.mean or mean
     std = preprocessing.std or std
     if mean is not None and std is not None:

@@ -11,22 +11,27 @@ uncached one:
 * the training transforms are deterministic (no random augmentation),
 * frozen BatchNorm does not train (``finetune.train_bn=false``).
 
-During cached epochs the ClassificationModule runs only its head (``features_input``); the
-loaders switch back to images when the backbone thaws.
+During cached epochs the LightningModule runs only its head (``read_cached_features``); the
+loaders switch back to inputs when the backbone thaws. :class:`FeatureCache` is the one object the
+pipeline talks to.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, TensorDataset
 
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.errors import FinetuneError
 from experiments.finetune.strategies import FinetuneStrategy
+from experiments.models.core import TransferModel
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +43,6 @@ class CachePlan:
     used: bool
     epochs: int
     reason: str
-
-    def as_dict(self) -> dict:
-        return {"used": self.used, "epochs": self.epochs, "reason": self.reason}
 
 
 def plan_feature_cache(strategy: FinetuneStrategy, datamodule: ClassificationDataModule, max_epochs: int) -> CachePlan:
@@ -64,24 +66,65 @@ def plan_feature_cache(strategy: FinetuneStrategy, datamodule: ClassificationDat
     return CachePlan(True, frozen_epochs, f"backbone frozen for epochs 0-{frozen_epochs - 1}, deterministic inputs")
 
 
+class FeatureCache:
+    """The cached-feature path of one run, in one object.
+
+    It hands the pipeline the datamodule to fit on, the callbacks and the trainer settings the
+    path needs (none when the plan says no), and its record for results.json.
+    """
+
+    def __init__(self, strategy: FinetuneStrategy, datamodule: ClassificationDataModule, model: TransferModel,
+                 trainer_cfg: Mapping[str, Any]) -> None:
+        self.max_epochs = int(trainer_cfg["max_epochs"])
+        self.plan = plan_feature_cache(strategy, datamodule, self.max_epochs)
+        self.datamodule = datamodule
+        self.model = model
+        # the extraction runs where training will run, on one device
+        self.device = {k: trainer_cfg[k] for k in ("accelerator", "precision") if k in trainer_cfg}
+        log.info("feature cache: %s (%s)", "on" if self.plan.used else "off", self.plan.reason)
+
+    def fit_datamodule(self) -> L.LightningDataModule:
+        """What ``Trainer.fit`` gets: cached features for the frozen epochs, or the data itself.
+
+        Features are extracted here, before fit: a Trainer nested inside fit would move the model
+        between devices at its teardown.
+        """
+        if not self.plan.used:
+            return self.datamodule
+        cached = CachedFeatureDataModule(self.datamodule, self.model, self.plan.epochs, {**self.device, "devices": 1})
+        cached.extract()
+        return cached
+
+    def callbacks(self) -> list[L.Callback]:
+        return [FeatureInputCallback(self.plan.epochs)] if self.plan.used else []
+
+    def trainer_settings(self) -> dict[str, Any]:
+        """Loaders are re-requested every epoch when the path switches from features to inputs."""
+        switches = self.plan.used and self.plan.epochs < self.max_epochs
+        return {"reload_dataloaders_every_n_epochs": 1} if switches else {}
+
+    def record(self) -> dict[str, Any]:
+        return {"used": self.plan.used, "epochs": self.plan.epochs, "reason": self.plan.reason}
+
+
 class _FeatureExtractor(L.LightningModule):
-    def __init__(self, backbone: torch.nn.Module) -> None:
+    def __init__(self, model: TransferModel) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.model = model
 
     def predict_step(self, batch, batch_idx: int):
         x, y = batch
-        return self.backbone(x).float(), y
+        return self.model.forward_features(x).float(), y
 
 
-def extract_features(trainer_kwargs: dict, backbone: torch.nn.Module, loader: DataLoader) -> TensorDataset:
+def extract_features(trainer_kwargs: dict, model: TransferModel, loader: DataLoader) -> TensorDataset:
     """Features of every sample of ``loader`` under ``Trainer.predict`` (eval + inference mode)."""
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[], **trainer_kwargs)
     # A loader iterator draws its base seed from the global RNG: fork it so the cached path leaves
     # the training shuffle order exactly as the uncached path has it.
     with torch.random.fork_rng(devices=[]):
-        outputs = trainer.predict(_FeatureExtractor(backbone), dataloaders=loader)
+        outputs = trainer.predict(_FeatureExtractor(model), dataloaders=loader)
     features = torch.cat([f for f, _ in outputs]).cpu()
     labels = torch.cat([torch.as_tensor(y) for _, y in outputs]).cpu()
     return TensorDataset(features, labels)
@@ -94,10 +137,10 @@ class CachedFeatureDataModule(L.LightningDataModule):
     head sees the same batches in the same order as on the uncached path.
     """
 
-    def __init__(self, inner: ClassificationDataModule, backbone: torch.nn.Module, epochs: int, trainer_kwargs: dict) -> None:
+    def __init__(self, inner: ClassificationDataModule, model: TransferModel, epochs: int, trainer_kwargs: dict) -> None:
         super().__init__()
         self.inner = inner
-        self.backbone = backbone
+        self.model = model
         self.epochs = epochs
         self.trainer_kwargs = trainer_kwargs
         self._train: TensorDataset | None = None
@@ -110,14 +153,13 @@ class CachedFeatureDataModule(L.LightningDataModule):
         trainer = self.trainer
         return trainer is None or trainer.current_epoch < self.epochs
 
-
     def extract(self) -> None:
         """Backbone features of the train and val splits (the backbone's frozen weights at start
         are the ones every cached epoch sees, resumed runs included)."""
         self.inner.setup("fit")
         train_in_order = self.inner.make_loader(self.inner.train_set, train=False)
-        self._train = extract_features(self.trainer_kwargs, self.backbone, train_in_order)
-        self._val = extract_features(self.trainer_kwargs, self.backbone, self.inner.val_dataloader())
+        self._train = extract_features(self.trainer_kwargs, self.model, train_in_order)
+        self._val = extract_features(self.trainer_kwargs, self.model, self.inner.val_dataloader())
 
     def train_dataloader(self) -> DataLoader:
         if not self._cached():
@@ -136,16 +178,23 @@ class CachedFeatureDataModule(L.LightningDataModule):
 
 
 class FeatureInputCallback(L.Callback):
-    """Tells the module whether a batch holds cached features (head only) or images."""
+    """Switches the module to features (head only) during cached fit epochs, to inputs otherwise.
+
+    Decided from the trainer's state, not the configured epochs: a run that stops early
+    (``max_steps``, ``fast_dev_run``, early stopping) validates and tests on inputs afterwards.
+    """
 
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs
 
     def _set(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.features_input = trainer.current_epoch < self.epochs
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        pl_module.read_cached_features(fitting and trainer.current_epoch < self.epochs)
 
     on_train_epoch_start = _set
     on_validation_start = _set
+    on_test_start = _set
+    on_predict_start = _set
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.features_input = False
+        pl_module.read_cached_features(False)

@@ -27,7 +27,20 @@ from dataclasses import dataclass
 
 from experiments.errors import FinetuneError
 
-ALL = 10**9  # "every block"
+EVERY_BLOCK = 10**9  # a trainable depth deeper than any model: every block trains
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require(ok: bool, key: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise FinetuneError(f"finetune.{key}={value!r} is invalid: expected {allowed}")
 
 
 @dataclass
@@ -55,17 +68,22 @@ class FinetuneStrategy:
 
     # -- schedule ------------------------------------------------------------------------------
     def trainable_depth(self, epoch: int) -> int:
-        """How many blocks, counted from the head, train in ``epoch`` (ALL for every block)."""
-        return ALL
+        """How many blocks, counted from the head, train in ``epoch`` (EVERY_BLOCK for every block)."""
+        return EVERY_BLOCK
 
-    def validate(self, n_blocks: int, max_epochs: int) -> None:
-        """Raise FinetuneError when the schedule cannot apply to a model of ``n_blocks``."""
-        if self.backbone_lr_mult <= 0:
-            raise FinetuneError(f"finetune.backbone_lr_mult={self.backbone_lr_mult} must be > 0")
-        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
-            raise FinetuneError(f"finetune.layer_decay={self.layer_decay} must be in (0, 1] or null")
-        if str(self.cache_features).lower() not in {"auto", "true", "false"}:
-            raise FinetuneError(f"finetune.cache_features={self.cache_features!r}: allowed auto, true, false")
+    def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
+        """Raise FinetuneError when a key is out of range or the schedule cannot apply.
+
+        Strategies import no torch, so the config check calls this before anything heavy loads
+        (``n_blocks`` unknown); the pipeline calls it again once the model tells its block count.
+        """
+        b = self.backbone_lr_mult
+        _require(_number(b) and b > 0, "backbone_lr_mult", b, "a number > 0")
+        d = self.layer_decay
+        _require(d is None or (_number(d) and 0 < d <= 1), "layer_decay", d, "null or a number in (0, 1]")
+        c = self.cache_features
+        _require(str(c).lower() in {"auto", "true", "false"}, "cache_features", c, "auto, true or false")
+        _require(isinstance(self.train_bn, bool), "train_bn", self.train_bn, "true or false")
 
     def max_depth(self, max_epochs: int) -> int:
         """The deepest block count that trains in any epoch of the run."""
@@ -87,9 +105,6 @@ class FinetuneStrategy:
         if self.layer_decay is not None:
             return base_lr * self.layer_decay**depth
         return base_lr * self.backbone_lr_mult
-
-    def describe(self) -> str:
-        return self.name
 
 
 @dataclass
@@ -128,9 +143,10 @@ class Partial(FinetuneStrategy):
     def trainable_depth(self, epoch: int) -> int:
         return self.n_blocks
 
-    def validate(self, n_blocks: int, max_epochs: int) -> None:
-        super().validate(n_blocks, max_epochs)
-        if not 1 <= self.n_blocks <= n_blocks:
+    def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
+        super().validate(max_epochs, n_blocks)
+        _require(_integer(self.n_blocks) and self.n_blocks >= 1, "n_blocks", self.n_blocks, "an integer >= 1")
+        if n_blocks is not None and self.n_blocks > n_blocks:
             raise FinetuneError(
                 f"finetune.n_blocks={self.n_blocks} but this model has {n_blocks} blocks; "
                 f"choose 1..{n_blocks} (finetune=full trains them all)"
@@ -157,12 +173,11 @@ class Gradual(FinetuneStrategy):
             return super().block_lr(base_lr, depth, epoch)
         return base_lr * self.backbone_lr_mult * self.block_lr_decay ** (depth - 1)
 
-    def validate(self, n_blocks: int, max_epochs: int) -> None:
-        super().validate(n_blocks, max_epochs)
-        if self.unfreeze_every < 1:
-            raise FinetuneError(f"finetune.unfreeze_every={self.unfreeze_every} must be >= 1")
-        if not 0 < self.block_lr_decay <= 1:
-            raise FinetuneError(f"finetune.block_lr_decay={self.block_lr_decay} must be in (0, 1]")
+    def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
+        super().validate(max_epochs, n_blocks)
+        u, r = self.unfreeze_every, self.block_lr_decay
+        _require(_integer(u) and u >= 1, "unfreeze_every", u, "an integer >= 1")
+        _require(_number(r) and 0 < r <= 1, "block_lr_decay", r, "a number in (0, 1]")
 
 
 @dataclass
@@ -174,13 +189,14 @@ class LinearProbeThenFinetune(FinetuneStrategy):
     probe_epochs: int = 1
 
     def trainable_depth(self, epoch: int) -> int:
-        return 0 if epoch < self.probe_epochs else ALL
+        return 0 if epoch < self.probe_epochs else EVERY_BLOCK
 
     def head_lr(self, base_lr: float, epoch: int) -> float:
         return base_lr if epoch < self.probe_epochs else base_lr * self.backbone_lr_mult
 
-    def validate(self, n_blocks: int, max_epochs: int) -> None:
-        super().validate(n_blocks, max_epochs)
+    def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
+        super().validate(max_epochs, n_blocks)
+        _require(_integer(self.probe_epochs), "probe_epochs", self.probe_epochs, "an integer >= 1")
         if not 1 <= self.probe_epochs < max_epochs:
             raise FinetuneError(
                 f"finetune.probe_epochs={self.probe_epochs} must be in 1..{max_epochs - 1} "

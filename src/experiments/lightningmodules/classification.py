@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from experiments.finetune.callback import build_param_groups
+from experiments.finetune.groups import build_param_groups
 from experiments.finetune.strategies import FinetuneStrategy
 from experiments.models.core import TransferModel
 
@@ -58,8 +58,7 @@ class ClassificationModule(L.LightningModule):
         self.finetune = finetune
         self.max_epochs = max_epochs
         self.label_smoothing = label_smoothing
-        #: set by FeatureInputCallback while batches hold cached backbone features
-        self.features_input = False
+        self._batches_are_features = False
         metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes=num_classes, average="micro")})
         # keys avoid "train": nn.Module.train is a method and ModuleDict keys become attributes
         self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in STAGES})
@@ -72,10 +71,17 @@ class ClassificationModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def read_cached_features(self, enabled: bool) -> None:
+        """Batches hold backbone features (the head alone runs) or inputs (the whole model).
+
+        Switched by the feature cache (:mod:`experiments.finetune.cache`) around cached epochs.
+        """
+        self._batches_are_features = enabled
+
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits of one batch; the stage's loss and metrics accumulate."""
         x, y = batch
-        logits = self.model.head(x) if self.features_input else self(x)
+        logits = self.model.forward_head(x) if self._batches_are_features else self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         # Accumulated in torchmetrics and logged once per epoch (see _log_epoch): a self.log call
         # costs ~1 ms per step in Lightning, which dominated short epochs.

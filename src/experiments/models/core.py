@@ -14,17 +14,14 @@ own; torchvision families get matchers in :mod:`experiments.models.torchvision_m
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from experiments.errors import ModelError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
+from experiments.models.weights import load_weights_file
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -44,9 +41,6 @@ class Preprocessing:
     #: smallest ``(H, W)`` the architecture accepts (a ViT's fixed size); smaller data is resized
     min_size: tuple[int, int] | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class Block:
@@ -63,7 +57,21 @@ class ModelInfo:
     family: str
     name: str
     weights: str = "random"
-    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelSpec:
+    """What every family builder returns: a whole classifier and how to split it.
+
+    ``create_model`` turns it into a :class:`TransferModel` (head sized for the data, weights file
+    loaded), so weights loading and head replacement are written once for every family.
+    """
+
+    net: nn.Module
+    head: str
+    group_matcher: dict[str, Any] | None
+    preprocessing: Preprocessing
+    info: ModelInfo
 
 
 class TransferModel(nn.Module):
@@ -95,10 +103,15 @@ class TransferModel(nn.Module):
         _check_blocks_cover_backbone(backbone, blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.forward_head(self.forward_features(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Input batch -> ``(B, num_features)``."""
         return self.backbone(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, num_features)`` -> ``(B, num_classes)`` logits."""
+        return self.head(features)
 
     @property
     def num_features(self) -> int:
@@ -203,21 +216,15 @@ def _block_label(names: tuple[str, ...]) -> str:
     return ".".join(prefix) or names[0].split(".")[0]
 
 
-def wrap_classifier(
-    net: nn.Module,
-    num_classes: int,
-    info: ModelInfo,
-    preprocessing: Preprocessing,
-    head_path: str | None = None,
-    group_matcher: dict[str, Any] | None = None,
-) -> TransferModel:
-    """Split a whole classifier ``net`` into backbone and a head sized for ``num_classes``.
+def create_model(spec: ModelSpec, num_classes: int, weights: str | None = None) -> TransferModel:
+    """Split ``spec.net`` into backbone and a head sized for ``num_classes``, then load ``weights``.
 
-    The classification layer at ``head_path`` (default: :func:`find_head`) is replaced by
-    ``nn.Identity`` in the backbone; the head keeps the old layer when its size already matches
-    (its pretrained weights stay), otherwise a fresh ``nn.Linear`` of the same input size.
+    The classification layer at ``spec.head`` is replaced by ``nn.Identity`` in the backbone; the
+    head keeps the old layer when its size already matches (its pretrained weights stay), otherwise
+    a fresh ``nn.Linear`` of the same input size. ``weights`` is a local file in the family's
+    native layout or this framework's (see :func:`experiments.models.weights.load_weights_file`).
     """
-    head_path = head_path or find_head(net)
+    net, head_path = spec.net, spec.head
     try:
         old = net.get_submodule(head_path)
     except AttributeError as err:
@@ -226,4 +233,7 @@ def wrap_classifier(
         raise ModelError(f"model.head={head_path!r} is a {type(old).__name__}, expected nn.Linear")
     head = old if old.out_features == num_classes else nn.Linear(old.in_features, num_classes)
     replace_module(net, head_path, nn.Identity())
-    return TransferModel(net, head, group_blocks(net, group_matcher), preprocessing, info)
+    model = TransferModel(net, head, group_blocks(net, spec.group_matcher), spec.preprocessing, spec.info)
+    if weights:
+        load_weights_file(model, weights, native_head=head_path)
+    return model

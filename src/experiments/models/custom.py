@@ -6,9 +6,13 @@ framework. Their last ``nn.Linear`` is the head (see :func:`experiments.models.c
 
 from __future__ import annotations
 
+import inspect
 import math
 
 from torch import nn
+
+from experiments.errors import ModelError
+from experiments.models.core import ModelInfo, ModelSpec, Preprocessing, find_head
 
 
 class SmallCNN(nn.Module):
@@ -74,35 +78,29 @@ def build_custom(
     name: str = "custom",
     head: str | None = None,
     group_matcher: dict | None = None,
-    weights: str | None = None,
     pretrained: bool = False,
-):
-    """Wrap a user ``nn.Module`` class (a Hydra ``_partial_``) as a TransferModel.
+) -> ModelSpec:
+    """A user ``nn.Module`` class (a Hydra ``_partial_``) as a :class:`ModelSpec`.
 
     ``net`` is called with ``num_classes`` and, when its signature accepts them, ``in_chans`` and
     ``input_hw`` (from the data). ``head`` names the classifier (default: the last nn.Linear);
     blocks are the top-level children unless a timm-style ``group_matcher`` is given.
-    ``pretrained`` has no meaning for a custom module: use ``weights``.
+    ``pretrained`` has no meaning for a custom module: use ``model.weights``.
     """
-    import inspect
-
-    from experiments.errors import ModelError
-    from experiments.models.core import ModelInfo, Preprocessing, find_head, wrap_classifier
-    from experiments.models.weights import load_weights_file
-
     if pretrained:
         raise ModelError(
             f"model.pretrained=true has no weights to fetch for the custom model {name!r}; "
             "give model.weights=PATH instead"
         )
-    params = inspect.signature(net).parameters
-    offered = {"num_classes": num_classes, "in_chans": in_chans, "input_hw": tuple(input_hw) if input_hw else None}
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    kwargs = {k: v for k, v in offered.items() if k in params or accepts_any}
-    module = net(**kwargs)
-    head_path = head or find_head(module)
-    info = ModelInfo("custom", name)
-    model = wrap_classifier(module, num_classes, info, Preprocessing(in_chans=in_chans), head_path, group_matcher)
-    if weights:
-        load_weights_file(model, weights, native_head=head_path)
-    return model
+    module = net(**accepted_kwargs(net, num_classes=num_classes, in_chans=in_chans,
+                                   input_hw=tuple(input_hw) if input_hw else None))
+    return ModelSpec(module, head or find_head(module), group_matcher, Preprocessing(in_chans=in_chans),
+                     ModelInfo("custom", name))
+
+
+def accepted_kwargs(fn, **offered):
+    """The subset of ``offered`` that ``fn``'s signature takes (all of them with ``**kwargs``)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return offered
+    return {k: v for k, v in offered.items() if k in params}

@@ -8,25 +8,20 @@ from __future__ import annotations
 from typing import Any
 
 from experiments.errors import ModelError, WeightsError
-from experiments.models.core import ModelInfo, Preprocessing, TransferModel, find_head, wrap_classifier
-from experiments.models.weights import load_weights_file
+from experiments.models.core import ModelInfo, ModelSpec, Preprocessing, find_head
 
 
 def build(
     repo: str,
     entrypoint: str,
-    num_classes: int,
-    in_chans: int = 3,
-    input_hw: tuple[int, int] | None = None,
     source: str = "github",
     trust_repo: bool = False,
     pretrained: bool = False,
-    weights: str | None = None,
     head: str | None = None,
     name: str | None = None,
     entrypoint_kwargs: dict[str, Any] | None = None,
-) -> TransferModel:
-    """``torch.hub.load(repo, entrypoint)``, wrapped as a TransferModel.
+) -> ModelSpec:
+    """``torch.hub.load(repo, entrypoint)``, as a :class:`ModelSpec`.
 
     Args:
         repo: ``owner/repo[:ref]`` (source=github) or a directory holding ``hubconf.py`` (local).
@@ -61,7 +56,4 @@ def build(
     head_path = head or find_head(net)
     matcher = net.group_matcher(coarse=True) if hasattr(net, "group_matcher") else None
     info = ModelInfo("hub", name or f"{repo}:{entrypoint}", weights=f"hub:{repo}" if pretrained else "random")
-    model = wrap_classifier(net, num_classes, info, Preprocessing(in_chans=3), head_path, matcher)
-    if weights:
-        load_weights_file(model, weights, native_head=head_path)
-    return model
+    return ModelSpec(net, head_path, matcher, Preprocessing(in_chans=3), info)

@@ -15,7 +15,7 @@ FAMILIES = ("custom", "torchvision", "timm", "hub")
 CONF_MODEL = Path(__file__).resolve().parents[3] / "conf" / "model"
 
 
-def available(family: str, pattern: str | None = None, pretrained_only: bool = False) -> list[str]:
+def model_names(family: str, pattern: str | None = None, pretrained_only: bool = False) -> list[str]:
     """Model names of ``family`` matching ``pattern`` (``*`` wildcards; a bare word matches inside)."""
     if family == "torchvision":
         from experiments.models.torchvision_models import classification_models
@@ -43,13 +43,13 @@ def family_of(model_cfg) -> str:
     return "custom"
 
 
-def list_models(cfg) -> int:
+def print_models(cfg) -> int:
     """``mode=models``: print the models of the configured family matching ``model.name``."""
     family = family_of(cfg.model)
     pattern = cfg.model.get("name") if any(ch in str(cfg.model.get("name", "")) for ch in "*?[") else None
     if family == "hub":
         return _print_hub(cfg.model)
-    names = available(family, pattern)
+    names = model_names(family, pattern)
     for name in names:
         print(name)
     print(f"{len(names)} {family} models" + (f" matching {pattern!r}" if pattern else ""))
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. '*convnext*'")
     parser.add_argument("--pretrained", action="store_true", help="timm: only names with pretrained weights")
     args = parser.parse_args(argv)
-    names = available(args.family, args.pattern, args.pretrained)
+    names = model_names(args.family, args.pattern, args.pretrained)
     print("\n".join(names))
     print(f"{len(names)} {args.family} models")
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from experiments.errors import ModelError, WeightsError
-from experiments.models.core import ModelInfo, Preprocessing, TransferModel, wrap_classifier
+from experiments.models.core import ModelInfo, ModelSpec, Preprocessing, find_head
 from experiments.models.naming import closest_names
-from experiments.models.weights import is_offline, load_weights_file, offline_message
+from experiments.models.weights import is_offline, offline_message
 
 log = logging.getLogger(__name__)
 HUB_HOST = "huggingface.co"
@@ -64,13 +64,11 @@ def build(
     name: str,
     num_classes: int,
     in_chans: int = 3,
-    input_hw: tuple[int, int] | None = None,
     pretrained: bool = False,
-    weights: str | None = None,
     head: str | None = None,
     **kwargs: Any,
-) -> TransferModel:
-    """Any timm model, its classifier sized for ``num_classes``.
+) -> ModelSpec:
+    """Any timm model as a :class:`ModelSpec`, its classifier created for ``num_classes``.
 
     Grey-scale data goes in as is: ``in_chans`` is passed to timm, which adapts the pretrained
     first convolution (summing its RGB filters) instead of repeating channels in the data.
@@ -98,14 +96,11 @@ def build(
         interpolation=data_cfg.get("interpolation", "bilinear"),
         min_size=tuple(data_cfg["input_size"][1:]) if fixed else None,
     )
-    head_path = head or net.pretrained_cfg.get("classifier") or None
+    head_path = head or net.pretrained_cfg.get("classifier") or find_head(net)
     if isinstance(head_path, (list, tuple)):  # distilled models list two heads; the first is the classifier
         head_path = head_path[0]
     info = ModelInfo("timm", name, weights=f"timm:{net.pretrained_cfg.get('hf_hub_id') or name}" if pretrained else "random")
-    model = wrap_classifier(net, num_classes, info, preprocessing, head_path, net.group_matcher(coarse=True))
-    if weights:
-        load_weights_file(model, weights, native_head=head_path or "")
-    return model
+    return ModelSpec(net, head_path, net.group_matcher(coarse=True), preprocessing, info)
 
 
 def _torch_hub_dir() -> str:

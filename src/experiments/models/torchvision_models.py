@@ -8,9 +8,9 @@ from typing import Any
 from torch import nn
 
 from experiments.errors import ModelError
-from experiments.models.core import ModelInfo, Preprocessing, TransferModel, wrap_classifier
+from experiments.models.core import ModelInfo, ModelSpec, Preprocessing, find_head
 from experiments.models.naming import closest_names
-from experiments.models.weights import download_or_explain, load_weights_file
+from experiments.models.weights import download_or_explain
 
 # timm-style group matchers for torchvision's families (ordinal from the captured number; a
 # parameter no rule matches lands in the last block). Checked in order, first name match wins.
@@ -60,23 +60,20 @@ def classification_models() -> list[str]:
 
 def build(
     name: str,
-    num_classes: int,
-    in_chans: int = 3,
-    input_hw: tuple[int, int] | None = None,
     pretrained: bool | str = False,
-    weights: str | None = None,
     head: str | None = None,
     **kwargs: Any,
-) -> TransferModel:
-    """Any torchvision classification model by name, its head sized for ``num_classes``.
+) -> ModelSpec:
+    """Any torchvision classification model by name, as a :class:`ModelSpec`.
 
     Args:
         name: a name from ``torchvision.models.list_models(module=torchvision.models)``.
         pretrained: ``True`` for the weights' DEFAULT entry, a weights entry name such as
             ``"IMAGENET1K_V1"``, or ``False`` for random init.
-        weights: a local weights file (see :func:`experiments.models.weights.load_weights_file`).
-        in_chans: channels of the data; torchvision models take 3, grey-scale data is repeated to
-            3 channels by the data transforms (``preprocessing.in_chans`` says so).
+        head: module path of the classifier (default: the last ``nn.Linear``).
+
+    torchvision models take 3 channels: grey-scale data is repeated to 3 channels by the data
+    transforms (``preprocessing.in_chans`` says so). The head is sized by ``create_model``.
         kwargs: passed to the model constructor (e.g. ``dropout``).
     """
     import torchvision
@@ -104,18 +101,7 @@ def build(
             min_size=min_size,
         )
         info.weights = f"torchvision:{entry}"
-    model = wrap_classifier(net, num_classes, info, preprocessing, head, group_matcher_for(name, net))
-    if weights:
-        load_weights_file(model, weights, native_head=head or _native_head(name))
-    return model
-
-
-def _native_head(name: str) -> str:
-    import torchvision
-
-    from experiments.models.core import find_head
-
-    return find_head(torchvision.models.get_model(name, weights=None, num_classes=2))
+    return ModelSpec(net, head or find_head(net), group_matcher_for(name, net), preprocessing, info)
 
 
 def _min_size(name: str) -> tuple[int, int] | None:

@@ -17,7 +17,7 @@ CONFUSION_TAG = "test/confusion_matrix"
 SAMPLES_TAG = "test/samples"
 
 
-class TestPredictionFigures(L.Callback):
+class PredictionFigures(L.Callback):
     """Logs ``test/confusion_matrix`` and ``test/samples`` (the first ``num_samples`` test inputs with
     predicted and true class) to every logger that can take figures (TensorBoard).
 

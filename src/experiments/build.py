@@ -1,0 +1,139 @@
+"""Builders every task shares: data, model, strategy, LightningModule, Trainer, and the evaluation.
+
+Imported only after the config has been validated (it pulls in torch and Lightning). A checkpoint's
+state_dict always meets the module it came from, because every task builds through
+:func:`build_components`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.datamodules.base import ClassificationDataModule
+from experiments.finetune.groups import count_parameters
+from experiments.finetune.strategies import FinetuneStrategy
+from experiments.models.core import TransferModel, create_model
+from experiments.reporting.hparams import hparams_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Components:
+    """What one run is made of, built from its config."""
+
+    strategy: FinetuneStrategy
+    datamodule: ClassificationDataModule
+    model: TransferModel
+    module: L.LightningModule
+
+
+def model_from_config(model_cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...],
+                      use_weights: bool = True) -> TransferModel:
+    """A TransferModel from a ``model=`` config, for data of ``input_shape`` and ``num_classes``.
+
+    The family builder (a ``_partial_``) gets ``num_classes``, ``in_chans`` and ``input_hw`` where
+    its signature names them and returns a :class:`~experiments.models.core.ModelSpec`;
+    :func:`create_model` sizes the head and loads ``model.weights`` for every family alike.
+    ``use_weights=False`` builds from random init (no pretrained weights, no weights file).
+    """
+    params = OmegaConf.to_container(model_cfg, resolve=True)
+    weights = params.pop("weights", None)
+    if not use_weights:
+        weights = None
+    if not use_weights and "pretrained" in params:
+        params["pretrained"] = False
+    factory = instantiate(params)
+    channels, *hw = input_shape
+    offered = {"num_classes": num_classes, "in_chans": channels, "input_hw": tuple(hw) or None}
+    named = inspect.signature(factory).parameters
+    return create_model(factory(**{k: v for k, v in offered.items() if k in named}), num_classes, weights)
+
+
+def build_model(cfg: DictConfig, datamodule: ClassificationDataModule, strategy: FinetuneStrategy) -> TransferModel:
+    """The configured model, its head sized from the data; scratch never loads weights."""
+    use_weights = strategy.uses_pretrained
+    if not use_weights and (cfg.model.get("pretrained") or cfg.model.get("weights")):
+        log.warning("finetune=%s starts from random init: model.pretrained/model.weights ignored", strategy.name)
+    model = model_from_config(cfg.model, datamodule.num_classes, tuple(datamodule.input_shape), use_weights)
+    frozen_somewhere = strategy.max_depth(cfg.trainer.max_epochs) < len(model.blocks)
+    if use_weights and frozen_somewhere and model.info.weights == "random":
+        log.warning(
+            "finetune=%s freezes blocks of a randomly initialised %s: frozen random features rarely "
+            "transfer; set model.pretrained=true or model.weights=PATH",
+            strategy.name, model.info.name,
+        )
+    return model
+
+
+def build_components(cfg: DictConfig) -> Components:
+    """Seeded: the strategy, the data, the model sized from it and the LightningModule around it."""
+    L.seed_everything(cfg.seed, workers=True)
+    strategy: FinetuneStrategy = instantiate(cfg.finetune)
+    datamodule: ClassificationDataModule = instantiate(cfg.data)
+    model = build_model(cfg, datamodule, strategy)
+    strategy.validate(cfg.trainer.max_epochs, n_blocks=len(model.blocks))
+    datamodule.set_preprocessing(model.preprocessing)
+    module = instantiate(cfg.module)(
+        model=model,
+        num_classes=datamodule.num_classes,
+        optimizer=instantiate(cfg.optimizer),
+        finetune=strategy,
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        max_epochs=cfg.trainer.max_epochs,
+    )
+    return Components(strategy, datamodule, model, module)
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] = (), **settings: Any) -> L.Trainer:
+    """The configured Trainer with the configured callbacks and loggers, plus ``callbacks`` and
+    ``settings`` (Trainer arguments) that a task adds."""
+    configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    return instantiate(cfg.trainer, callbacks=[*configured, *callbacks], logger=loggers or False, **settings)
+
+
+def evaluate(trainer: L.Trainer, parts: Components, ckpt_path: str | None) -> dict[str, float]:
+    """Validation then test metrics of ``ckpt_path`` (None: the weights in memory), merged.
+
+    Validation runs on its own before the test, so its metrics are the checkpoint's, not the last
+    training epoch's. Checkpoints load tensors-only: a checkpoint file cannot run code.
+    """
+    metrics: dict[str, float] = {}
+    for run in (trainer.validate, trainer.test):
+        outputs = run(parts.module, datamodule=parts.datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
+        metrics.update({k: float(v) for output in outputs for k, v in output.items()})
+    return metrics
+
+
+def run_facts(parts: Components) -> dict[str, Any]:
+    """What a run ran on (model, weights, strategy, parameter counts, data): part of every record."""
+    model, datamodule = parts.model, parts.datamodule
+    return {
+        "model": model.info.name,
+        "model_family": model.info.family,
+        "weights": model.info.weights,
+        "finetune": parts.strategy.name,
+        "params": count_parameters(model, parts.module.param_groups()),
+        "data": {"name": datamodule.name, "num_classes": datamodule.num_classes, "input_shape": list(datamodule.input_shape)},
+    }
+
+
+def log_config(trainer: L.Trainer, cfg: DictConfig, overrides: list[str] = ()) -> None:
+    """The resolved config as text in TensorBoard, so a run's settings sit beside its curves, and
+    the values a person compares as the loggers' hyperparameters (TensorBoard's HPARAMS tab gets
+    the final metrics after testing)."""
+    params = hparams_of(cfg, overrides)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(params)
+        experiment = getattr(logger, "experiment", None)
+        if hasattr(experiment, "add_text"):
+            text = OmegaConf.to_yaml(cfg, resolve=True)
+            experiment.add_text("config", "```\n" + text + "\n```", 0)

@@ -1,0 +1,116 @@
+"""What each ``mode=`` does, one function per mode in one table (:data:`TASKS`).
+
+``cli.run_task`` validates the config, calls ``TASKS[cfg.mode](cfg, overrides)`` and owns the
+record around it (start time, run dir, overrides, failures). A task returns its part of the record
+(None: nothing to record). Heavy imports happen inside the tasks, after validation.
+
+Test and predict rebuild data, model and module from the config exactly as training does (the
+checkpoint holds weights and state, not the model's construction: see
+:mod:`experiments.from_checkpoint`). Checkpoints load with ``weights_only=True``: no code from the
+file runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from experiments.errors import ConfigError
+from experiments.from_checkpoint import checkpoint_file
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+
+
+def train(cfg: DictConfig, overrides: Sequence[str] = (), callbacks: Sequence[Any] = ()) -> Record:
+    """``mode=train``: fit (resuming from ``ckpt_path`` when given), then validate and test the
+    best checkpoint. ``callbacks`` are added to the configured ones (benchmarks time epochs so)."""
+    from experiments.build import build_components, build_trainer, evaluate, log_config, run_facts
+    from experiments.finetune.cache import FeatureCache
+    from experiments.finetune.callback import FinetuneCallback
+
+    parts = build_components(cfg)
+    finetune = FinetuneCallback(parts.strategy, parts.module.base_lr)
+    cache = FeatureCache(parts.strategy, parts.datamodule, parts.model, cfg.trainer)
+    fit_data = cache.fit_datamodule()
+    trainer = build_trainer(cfg, [finetune, *cache.callbacks(), *callbacks], **cache.trainer_settings())
+    log_config(trainer, cfg, list(overrides))
+
+    trainer.fit(parts.module, datamodule=fit_data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    callback = trainer.checkpoint_callback
+    best = getattr(callback, "best_model_path", "") or None
+    return {
+        "metrics": evaluate(trainer, parts, best),
+        **run_facts(parts),
+        "epochs": trainer.current_epoch,
+        "best_checkpoint": best,
+        "finetune_detail": {
+            **finetune.summary(parts.model, trainer.optimizers[0] if trainer.optimizers else None),
+            "feature_cache": cache.record(),
+        },
+    }
+
+
+def test_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
+    """``mode=test``: validation and test metrics of ``ckpt_path``, as the training run reports them."""
+    from experiments.build import build_components, build_trainer, evaluate, log_config, run_facts
+
+    ckpt = checkpoint_file(cfg)
+    parts = build_components(cfg)
+    trainer = build_trainer(cfg)
+    log_config(trainer, cfg, list(overrides))
+    return {"metrics": evaluate(trainer, parts, str(ckpt)), **run_facts(parts), "checkpoint": str(ckpt)}
+
+
+def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
+    """``mode=predict``: ``predictions.csv`` in the run dir for the data's predict split."""
+    from experiments.build import build_components, build_trainer, run_facts
+    from experiments.reporting.predictions import PREDICTIONS_FILE, PredictionsCsvWriter
+
+    ckpt = checkpoint_file(cfg)
+    parts = build_components(cfg)
+    writer = PredictionsCsvWriter(Path(cfg.paths.run_dir) / PREDICTIONS_FILE, parts.datamodule.class_names())
+    trainer = build_trainer(cfg, [writer])
+    if trainer.world_size > 1:
+        raise ConfigError(
+            f"mode=predict writes one file from one process; trainer.devices={cfg.trainer.devices} "
+            f"starts {trainer.world_size}: use trainer=cpu or trainer=gpu (one device)"
+        )
+    trainer.predict(parts.module, datamodule=parts.datamodule, ckpt_path=ckpt, return_predictions=False, weights_only=True)
+    log.info("predictions: %d rows -> %s", writer.rows, writer.path)
+    return {
+        "predictions": str(writer.path),
+        "num_predictions": writer.rows,
+        **run_facts(parts),
+        "checkpoint": str(ckpt),
+    }
+
+
+def check_environment(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """``mode=env``: versions, CUDA build vs GPUs, MPS, CPU threads and a verdict, on stdout."""
+    from experiments.env import format_report, inspect_environment
+
+    print(format_report(inspect_environment()), flush=True)
+
+
+def list_models(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """``mode=models``: the configured family's model names (``model.name`` may hold wildcards)."""
+    from experiments.models.listing import print_models
+
+    print_models(cfg)
+
+
+Task = Callable[[DictConfig, Sequence[str]], Record | None]
+
+TASKS: dict[str, Task] = {
+    "train": train,
+    "test": test_checkpoint,
+    "predict": predict,
+    "env": check_environment,
+    "models": list_models,
+}
