@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from experiments.errors import ConfigError
 from experiments.tasks import TASKS
 
 MODES = tuple(TASKS)
+#: the halves of an embedded data set for domain-shift experiments (data.partition)
+PARTITIONS = ("all", "source", "target")
 
 
 def objective_mode(metric: str) -> str:
@@ -29,6 +31,12 @@ def register_resolvers() -> None:
 
 register_resolvers()
 
+
+def _distinct_indices(value: Any) -> bool:
+    items = list(value) if isinstance(value, (list, tuple, ListConfig)) else None
+    return bool(items) and len(set(items)) == len(items) and all(isinstance(i, int) and i >= 0 for i in items)
+
+
 # (key, predicate, what is allowed). A missing key is skipped: not every option has every key.
 _Rule = tuple[str, Callable[[Any], bool], str]
 _RULES: list[_Rule] = [
@@ -42,6 +50,10 @@ _RULES: list[_Rule] = [
     ("data.test_fraction", lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a number in (0, 1)"),
     ("data.train_fraction", lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]"),
     ("data.samples_per_class", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
+    ("data.partition", lambda v: v in PARTITIONS, f"one of {', '.join(PARTITIONS)}"),
+    ("data.classes", lambda v: v is None or _distinct_indices(v), "null or a non-empty list of distinct class indices >= 0"),
+    *((f"data.{key}", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+      for key in ("patches_per_digit", "eval_patches_per_digit")),
     *((f"data.{flag}", lambda v: isinstance(v, bool), "true or false")
       for flag in ("shuffle", "drop_last", "pin_memory", "persistent_workers", "download")),
     ("data.num_classes", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),

@@ -1,4 +1,4 @@
-"""Matplotlib figures of test predictions: a confusion matrix and a grid of samples.
+"""Matplotlib figures: test predictions (a confusion matrix, a grid of samples) and domain samples.
 
 Pure drawing: arrays in, a ``matplotlib.figure.Figure`` out (off-screen, the Agg canvas), so the
 callbacks stay about *when* to draw and tests can render without a logger.
@@ -6,10 +6,14 @@ callbacks stay about *when* to draw and tests can render without a logger.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    import torch
 
 #: above this many classes the cells carry no numbers (they would not be readable)
 ANNOTATE_UP_TO = 20
@@ -71,4 +75,40 @@ def sample_grid_figure(
             ax.set_title(f"pred {name} / true {class_names[labels[index]]}", fontsize=8, color="green" if right else "red")
         ax.axis("off")
     fig.tight_layout()
+    return fig
+
+
+def domain_samples_figure(domains: Mapping[str, tuple[torch.Tensor, Sequence[str]]], title: str = "") -> Figure:
+    """One row per domain: its images laid out by torchvision's ``make_grid``, each labelled below.
+
+    ``domains``: row name -> (images ``(N, C, H, W)`` with values in [0, 1] and C = 1 or 3, the
+    label of each image). Grey rows are repeated to RGB and every row is resized (bilinear) to
+    the largest image size, so domains of different shapes line up. Log it with
+    ``SummaryWriter.add_figure(tag, figure)`` or save it with ``figure.savefig(path)``.
+    """
+    import torch.nn.functional as F
+    from torchvision.utils import make_grid
+
+    height = max(images.shape[-2] for images, _ in domains.values())
+    width = max(images.shape[-1] for images, _ in domains.values())
+    columns = max(len(images) for images, _ in domains.values())
+    pad = 2
+    fig = Figure(figsize=(0.45 * columns + 1.2, 0.75 * len(domains) + (0.3 if title else 0)))
+    for row, (name, (images, labels)) in enumerate(domains.items()):
+        images = F.interpolate(images.float(), size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+        images = images.expand(-1, 3, -1, -1).clamp(0, 1)
+        grid = make_grid(images, nrow=columns, padding=pad, pad_value=1.0)
+        grid = F.pad(grid, (0, pad + columns * (width + pad) - grid.shape[-1]), value=1.0)  # short rows
+        ax = fig.add_subplot(len(domains), 1, row + 1)
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        centres = [pad + i * (width + pad) + width / 2 for i in range(len(images))]
+        ax.set_xticks(centres, labels=[str(label) for label in labels], fontsize=7)
+        ax.set_yticks([])
+        ax.tick_params(length=0, pad=1)
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+        for side in ax.spines.values():
+            side.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.3)
     return fig
