@@ -7,6 +7,7 @@ import hashlib
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_job
 from hydra.utils import instantiate
 
 from experiments.config import validate
@@ -15,7 +16,7 @@ from experiments.datamodules.digits import load_digit_tensors
 from experiments.datamodules.digits_m import SIZE, STRIPE_WIDTH, build_digits_m, load_photos
 from experiments.datamodules.selection import partition_indices
 from experiments.errors import ConfigError
-from experiments.train import train
+from experiments.tasks import train
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +173,7 @@ def test_class_outside_the_data_set_stops_the_run_naming_key_value_and_classes(m
     cfg = make_cfg(f"data={option}", "data.classes=[3,12]", "logger=none")
     validate(cfg)  # the config alone cannot know how many classes the data set has
     with pytest.raises(ConfigError, match=r"data\.classes=\[3, 12\] is invalid: .*in \[0, 10\)"):
-        train(cfg, tmp_path)  # a ConfigError of its own (reported in one line), not Hydra's wrapper
+        train(cfg)  # a ConfigError of its own (reported in one line), not Hydra's wrapper
 
 
 @pytest.mark.parametrize("option", ["digits", "digits_m"])
@@ -190,7 +191,7 @@ def test_samples_per_class_keeps_n_per_class_seeded(make_cfg, option):
 
 def test_run_trains_one_epoch_on_digits_m(make_cfg, tmp_path):
     quick = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"]
-    record = train(make_cfg("data=digits_m", "logger=none", *quick), tmp_path)
+    record = run_job(make_cfg("data=digits_m", "logger=none", *quick))
     assert record["status"] == "ok" and record["epochs"] == 1
     assert record["data"] == {"name": "digits_m", "num_classes": 10, "input_shape": [3, 32, 32]}
 
