@@ -256,3 +256,24 @@ def test_arch_support_follows_cuda_compatibility():
     assert not arch_supports(["sm_80", "sm_90"], (12, 0))  # a newer GPU the build has no kernels for
     assert arch_supports(["sm_80", "compute_90"], (12, 0))  # PTX compiles for newer GPUs
     assert not arch_supports(["sm_50"], (6, 1)) and arch_supports(["sm_90a"], (9, 0))
+
+
+def test_summary_aggregates_jobs_that_differ_only_in_seed(tmp_path):
+    from experiments.reporting.sweep_summary import SEEDS_CSV, SUMMARY_MD, write_summary
+    from experiments.results import write_results
+
+    accs = {("0.1", "0"): 0.5, ("0.1", "1"): 0.7, ("0.1", "2"): 0.6, ("0.01", "0"): 0.9, ("0.01", "1"): None}
+    for num, ((lr, seed), acc) in enumerate(accs.items()):
+        job = tmp_path / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- optimizer.lr={lr}\n- seed={seed}\n")
+        record = {"status": "ok", "metrics": {"val/acc": acc}, "wall_time_s": 2.0} if acc is not None else {"status": "failed"}
+        write_results(job, record)
+    write_summary(tmp_path, "val/acc", "max")
+    rows = read_csv(tmp_path / SEEDS_CSV)
+    assert [(r["optimizer.lr"], r["n"]) for r in rows] == [("0.1", "3"), ("0.01", "2")]
+    assert float(rows[0]["val/acc mean"]) == pytest.approx(0.6)
+    assert float(rows[0]["val/acc std"]) == pytest.approx(0.1)  # sample std of 0.5, 0.6, 0.7
+    assert float(rows[1]["val/acc mean"]) == pytest.approx(0.9) and float(rows[1]["val/acc std"]) == 0
+    markdown = (tmp_path / SUMMARY_MD).read_text()
+    assert "| 0.1 | 3 | 0.6000 +- 0.1000 |" in markdown and "0.9000 +- 0.0000 (n=1)" in markdown

@@ -24,6 +24,8 @@ from experiments.results import RESULTS_FILE, read_results
 log = logging.getLogger(__name__)
 
 SUMMARY_CSV, SUMMARY_MD, SUMMARY_PNG = "summary.csv", "summary.md", "summary.png"
+SEEDS_CSV = "summary_over_seeds.csv"
+SEED_KEY = "seed"
 
 
 @dataclass
@@ -75,6 +77,43 @@ def best_job(rows: list[JobRow], objective: str, mode: str) -> JobRow | None:
     return pick(scored, key=lambda r: r.value(objective))
 
 
+@dataclass
+class SeedGroup:
+    """Jobs that differ only in ``seed``: one setting, its metrics as mean, std and count."""
+
+    setting: dict[str, str]
+    jobs: list[JobRow]
+
+    def values(self, metric: str) -> list[float]:
+        return [v for v in (r.value(metric) for r in self.jobs) if v is not None]
+
+    def mean_std(self, metric: str) -> tuple[float | None, float | None, int]:
+        """Mean, sample standard deviation (0 for one value) and count of the ok jobs' values."""
+        values = self.values(metric)
+        if not values:
+            return None, None, 0
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+        return mean, math.sqrt(var), len(values)
+
+    def mean_wall_time(self) -> float | None:
+        times = [r.wall_time_s for r in self.jobs if r.status == "ok" and r.wall_time_s is not None]
+        return sum(times) / len(times) if times else None
+
+
+def group_over_seeds(rows: list[JobRow], varying: list[str]) -> list[SeedGroup]:
+    """Groups of jobs whose overrides differ only in ``seed`` (empty when seed does not vary)."""
+    if SEED_KEY not in varying:
+        return []
+    others = [k for k in varying if k != SEED_KEY]
+    groups: dict[tuple[str, ...], SeedGroup] = {}
+    for row in rows:
+        values = dict(_key_value(o) for o in row.overrides)
+        key = tuple(values.get(k, "") for k in others)
+        groups.setdefault(key, SeedGroup(dict(zip(others, key)), [])).jobs.append(row)
+    return list(groups.values())
+
+
 def split_overrides(rows: list[JobRow]) -> tuple[list[str], list[str]]:
     """``(varying keys, common overrides)``: keys whose value differs between jobs, and the
     ``key=value`` overrides every job shares (shown once, not in every row)."""
@@ -109,9 +148,23 @@ def write_summary(sweep_dir: Path, objective: str, mode: str) -> tuple[list[JobR
     varying, common = split_overrides(rows)
     metric_names = list(dict.fromkeys([objective, *sorted(k for r in rows for k in r.metrics)]))
     _write_csv(sweep_dir / SUMMARY_CSV, rows, best, varying, metric_names)
-    _write_markdown(sweep_dir / SUMMARY_MD, rows, best, varying, common, metric_names, objective, mode)
-    plot_objective(sweep_dir / SUMMARY_PNG, rows, best, varying, objective, mode)
+    groups = group_over_seeds(rows, varying)
+    if groups:
+        _write_seeds_csv(sweep_dir / SEEDS_CSV, groups, metric_names)
+    _write_markdown(sweep_dir / SUMMARY_MD, rows, best, varying, common, metric_names, objective, mode, groups)
+    plot_objective(sweep_dir / SUMMARY_PNG, rows, best, varying, objective, mode, groups)
     return rows, best
+
+
+def _write_seeds_csv(path: Path, groups: list[SeedGroup], metrics: list[str]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        keys = list(groups[0].setting)
+        writer.writerow([*keys, "n", *(f"{m} {stat}" for m in metrics for stat in ("mean", "std")), "wall_time_s mean"])
+        for group in groups:
+            stats = [group.mean_std(m) for m in metrics]
+            writer.writerow([*group.setting.values(), len(group.jobs),
+                             *(_raw(x) for mean, std, _ in stats for x in (mean, std)), _raw(group.mean_wall_time())])
 
 
 def _write_csv(path: Path, rows: list[JobRow], best: JobRow | None, varying: list[str], metrics: list[str]) -> None:
@@ -130,7 +183,7 @@ def _write_csv(path: Path, rows: list[JobRow], best: JobRow | None, varying: lis
 
 def _write_markdown(
     path: Path, rows: list[JobRow], best: JobRow | None, varying: list[str], common: list[str],
-    metrics: list[str], objective: str, mode: str,
+    metrics: list[str], objective: str, mode: str, groups: list[SeedGroup] = (),
 ) -> None:
     failed = [r for r in rows if r.status != "ok"]
     lines = [
@@ -151,6 +204,18 @@ def _write_markdown(
         cells = [job, row.status, *(values.get(k, "") for k in varying), *(_fmt(row.metrics.get(m)) for m in metrics),
                  _fmt(row.epochs), _fmt(row.wall_time_s)]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    if groups:
+        keys = list(groups[0].setting)
+        lines += ["", "## Over seeds (mean +- std, n = ok jobs)", ""]
+        header = [*keys, "n", *metrics, "wall time (s)"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for group in groups:
+            cells = [*group.setting.values(), str(len(group.jobs))]
+            for metric in metrics:
+                mean, std, n = group.mean_std(metric)
+                cells.append("" if mean is None else f"{mean:.4f} +- {std:.4f}" + (f" (n={n})" if n != len(group.jobs) else ""))
+            cells.append(_fmt(group.mean_wall_time()))
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     if failed:
         lines += ["", "## Failed jobs", ""]
         lines += [f"- job {r.num} ({_label(r, varying)}): {r.error or 'no error recorded'}" for r in failed]
@@ -163,9 +228,15 @@ def _label(row: JobRow, varying: list[str]) -> str:
     return ", ".join(f"{k}={values[k]}" for k in varying if k in values) or "no overrides"
 
 
-def plot_objective(path: Path, rows: list[JobRow], best: JobRow | None, varying: list[str], objective: str, mode: str) -> None:
-    """One line per job: a dot at its objective value, the best in green, failed jobs as a red x."""
+def plot_objective(path: Path, rows: list[JobRow], best: JobRow | None, varying: list[str], objective: str, mode: str,
+                   groups: list[SeedGroup] = ()) -> None:
+    """One line per job: a dot at its objective value, the best in green, failed jobs as a red x.
+    With seed groups, one line per setting instead: mean with a +-std bar, each seed a small dot."""
     from matplotlib.figure import Figure
+
+    if groups:
+        _plot_seed_groups(path, groups, objective, mode)
+        return
 
     fig = Figure(figsize=(8, min(1.2 + 0.35 * max(len(rows), 1), 40)))
     ax = fig.add_subplot()
@@ -186,6 +257,29 @@ def plot_objective(path: Path, rows: list[JobRow], best: JobRow | None, varying:
     ax.grid(axis="x", alpha=0.3)
     ax.set_xlabel(f"{objective} ({'higher' if mode == 'max' else 'lower'} is better)")
     ax.set_title(f"{objective} per job: {sum(v is not None for v in values)} of {len(rows)} ok")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _plot_seed_groups(path: Path, groups: list[SeedGroup], objective: str, mode: str) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, min(1.2 + 0.35 * len(groups), 40)))
+    ax = fig.add_subplot()
+    for y, group in enumerate(groups):
+        mean, std, n = group.mean_std(objective)
+        if mean is None:
+            ax.annotate(" all failed", (0, y), color="tab:red", va="center", fontsize=8)
+            continue
+        ax.errorbar([mean], [y], xerr=[std], fmt="o", color="tab:blue", capsize=4)
+        ax.plot(group.values(objective), [y] * n, "|", color="tab:gray", markersize=10)
+        ax.annotate(f" {mean:.4g} +- {std:.2g} (n={n})", (mean + std, y), va="center", fontsize=8)
+    labels = [", ".join(f"{k}={v}" for k, v in g.setting.items()) or "all" for g in groups]
+    ax.set_yticks(range(len(groups)), labels=labels, fontsize=8)
+    ax.set_ylim(len(groups) - 0.5, -0.5)
+    ax.margins(x=0.3)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel(f"{objective} over seeds ({'higher' if mode == 'max' else 'lower'} is better)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
