@@ -7,7 +7,6 @@ import torch
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.datamodules.selection import ClassSubsetMixin, check_partition, limit_per_class, partition_indices
 from experiments.datamodules.transforms import TensorImageDataset
-from experiments.errors import ConfigError
 
 DIGIT_NAMES = [str(i) for i in range(10)]
 
@@ -50,13 +49,7 @@ class DigitsDataModule(ClassSubsetMixin, ClassificationDataModule):
         channels: int = 1,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
-        if samples_per_class is not None and samples_per_class < 1:
-            raise ConfigError(f"data.samples_per_class={samples_per_class} must be >= 1 (or null for all)")
-        if not 0 < train_fraction <= 1:
-            raise ConfigError(f"data.train_fraction={train_fraction} must be in (0, 1]")
-        if channels not in (1, 3):
-            raise ConfigError(f"data.channels={channels!r} is invalid: expected 1 (grey) or 3 (grey repeated)")
+        super().__init__(**kwargs)  # values are checked by experiments.config before this runs
         self.samples_per_class = samples_per_class
         self.train_fraction = train_fraction
         self.partition = check_partition(partition)
