@@ -5,6 +5,7 @@ from experiments.datamodules.custom import CustomDataModule
 from experiments.datamodules.digits import DigitsDataModule
 from experiments.datamodules.image_folder import ImageFolderDataModule
 from experiments.datamodules.sparse import SparseCollate, SparseDataModule
+from experiments.datamodules.text import TextDataModule
 from experiments.datamodules.torchvision_datasets import TorchvisionDataModule
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "ImageFolderDataModule",
     "SparseCollate",
     "SparseDataModule",
+    "TextDataModule",
     "TorchvisionDataModule",
 ]
