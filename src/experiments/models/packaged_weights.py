@@ -5,7 +5,7 @@ with no network but the registry still gets real ImageNet features. :func:`find`
 model name has such a source installed (and the timm cache does not already hold the weights);
 :meth:`PackagedWeights.load_into` converts the file to timm's keys and loads it.
 
-The file is located with ``importlib.metadata`` (the distribution's file list), so the package's own
+The file is located with ``importlib.metadata`` (:mod:`experiments.distributions`), so the package's own
 code is never imported, and read with ``torch.load(..., weights_only=True)``.
 
 Sources:
@@ -18,7 +18,6 @@ Sources:
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import re
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from experiments.distributions import locate
 from experiments.errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -177,15 +177,8 @@ class PackagedWeights:
 
     def locate(self) -> Path | None:
         """The installed file, or None when the distribution (or the file in it) is absent."""
-        try:
-            dist = importlib.metadata.distribution(self.distribution)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-        for file in dist.files or ():
-            if str(file).replace("\\", "/") == self.path_in_distribution:
-                path = Path(dist.locate_file(file))
-                return path if path.is_file() else None
-        return None
+        path = locate(self.distribution, self.path_in_distribution)
+        return path if path is not None and path.is_file() else None
 
     def load_into(self, net: nn.Module, in_chans: int = 3) -> None:
         """Convert the file to ``net``'s keys (:func:`efficientnet_pytorch_to_timm`, the first
