@@ -18,7 +18,8 @@ from experiments.models.core import create_model
 from experiments.models.custom import SmallCNN, build_custom
 
 NEEDS_PARAMS = {"hub"}  # repo/entrypoint have no default
-SHORTCUTS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem not in NEEDS_PARAMS)
+TEXT_MODELS = {"hf_text"}  # token-id inputs: tests/test_text.py
+SHORTCUTS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem not in NEEDS_PARAMS | TEXT_MODELS)
 
 
 def _input_for(model, channels=3, size=32):

@@ -60,6 +60,8 @@ _RULES: list[_Rule] = [
     ("data.channels", lambda v: v in (1, 3), "1 (grey) or 3 (RGB)"),
     ("data.sparse_format", lambda v: v in ("coo", "csr", "csc", "dense"), "one of coo, csr, csc, dense"),
     ("data.n_features", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
+    ("data.features", lambda v: v in ("tokens", "tfidf"), "tokens or tfidf"),
+    ("data.max_length", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
     ("optimizer.lr", lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
     ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),

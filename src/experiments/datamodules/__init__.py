@@ -6,6 +6,7 @@ from experiments.datamodules.digits import DigitsDataModule
 from experiments.datamodules.digits_m import DigitsMDataModule
 from experiments.datamodules.image_folder import ImageFolderDataModule
 from experiments.datamodules.sparse import SparseCollate, SparseDataModule
+from experiments.datamodules.text import TextDataModule
 from experiments.datamodules.torchvision_datasets import TorchvisionDataModule
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "ImageFolderDataModule",
     "SparseCollate",
     "SparseDataModule",
+    "TextDataModule",
     "TorchvisionDataModule",
 ]

@@ -32,6 +32,9 @@ class ExpandChannels(nn.Module):
         return image
 
 
+_INTERPOLATION = {mode.value: mode for mode in v2.InterpolationMode}
+
+
 def _hw(size: int | Sequence[int]) -> list[int]:
     return [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size][-2:]
 
@@ -61,10 +64,9 @@ def build_transform(
         d < m for d, m in zip(data_hw, preprocessing.min_size)
     ):
         image_size = preprocessing.min_size  # the architecture cannot take smaller inputs
-    if image_size:
-        # the interpolation the weights were trained with (timm's are often bicubic)
-        mode = v2.InterpolationMode(preprocessing.interpolation)
-        steps.append(v2.Resize(_hw(image_size), interpolation=mode, antialias=True))
+    if image_size:  # resized the way the weights were trained (timm's bicubic, torchvision's bilinear)
+        interpolation = _INTERPOLATION.get(preprocessing.interpolation, v2.InterpolationMode.BILINEAR)
+        steps.append(v2.Resize(_hw(image_size), interpolation=interpolation, antialias=True))
     mean = preprocessing.mean or mean
     std = preprocessing.std or std
     if mean is not None and std is not None:

@@ -15,6 +15,7 @@ own; torchvision families get matchers in :mod:`experiments.models.torchvision_m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -69,7 +70,8 @@ class ModelSpec:
 
     net: nn.Module
     head: str
-    group_matcher: dict[str, Any] | None
+    #: timm-style: a dict of regexes, or a callable from parameter name to ordinal (None: children)
+    group_matcher: dict[str, Any] | Callable[[str], Any] | None
     preprocessing: Preprocessing
     info: ModelInfo
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from experiments.errors import ModelError, WeightsError
+from experiments.models import packaged_weights
 from experiments.models.core import ModelInfo, ModelSpec, Preprocessing, find_head
 from experiments.models.naming import closest_names
 from experiments.models.weights import is_offline, offline_message
@@ -78,14 +79,18 @@ def build(
     from huggingface_hub import constants
 
     check_name(name)
+    packaged = packaged_weights.find(name) if pretrained else None  # an installed package holds them
     try:
         with hub_offline_if_unreachable() as offline:
-            net = timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes, in_chans=in_chans, **kwargs)
+            net = timm.create_model(name, pretrained=bool(pretrained) and packaged is None, num_classes=num_classes, in_chans=in_chans, **kwargs)
     except (OSError, RuntimeError, ValueError) as err:
         if not pretrained and not name.startswith("hf-hub:"):
             raise
         reason = "offline and not in the cache" if offline else f"download failed ({type(err).__name__}: {err})"
-        raise WeightsError(offline_message(f"timm {name}", f"the Hugging Face cache {constants.HF_HUB_CACHE} and {_torch_hub_dir()}", reason)) from err
+        looked_in = f"the Hugging Face cache {constants.HF_HUB_CACHE} and {_torch_hub_dir()}{packaged_weights.install_hint(name)}"
+        raise WeightsError(offline_message(f"timm {name}", looked_in, reason)) from err
+    if packaged is not None:
+        packaged.load_into(net, in_chans)
     data_cfg = timm.data.resolve_data_config({}, model=net)
     fixed = bool(net.pretrained_cfg.get("fixed_input_size", False))
     preprocessing = Preprocessing(
@@ -99,7 +104,8 @@ def build(
     head_path = head or net.pretrained_cfg.get("classifier") or find_head(net)
     if isinstance(head_path, (list, tuple)):  # distilled models list two heads; the first is the classifier
         head_path = head_path[0]
-    info = ModelInfo("timm", name, weights=f"timm:{net.pretrained_cfg.get('hf_hub_id') or name}" if pretrained else "random")
+    source = packaged.label if packaged else f"timm:{net.pretrained_cfg.get('hf_hub_id') or name}"
+    info = ModelInfo("timm", name, weights=source if pretrained else "random")
     return ModelSpec(net, head_path, net.group_matcher(coarse=True), preprocessing, info)
 
 
