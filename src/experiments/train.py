@@ -18,6 +18,7 @@ from experiments.datamodules.base import ClassificationDataModule
 from experiments.finetune.cache import CachedFeatureDataModule, CachePlan, FeatureInputCallback, plan_feature_cache
 from experiments.finetune.callback import FinetuneCallback, count_parameters
 from experiments.finetune.strategies import FinetuneStrategy
+from experiments.lightningmodules.build import build_module
 from experiments.lightningmodules.classification import ClassificationModule
 from experiments.models.core import TransferModel
 from experiments.reporting.hparams import hparams_of
@@ -89,14 +90,7 @@ def build_components(
     strategy.validate(len(model.blocks), cfg.trainer.max_epochs)
     datamodule.set_preprocessing(model.preprocessing)
 
-    module = ClassificationModule(
-        model,
-        num_classes=datamodule.num_classes,
-        optimizer=instantiate(cfg.optimizer),
-        finetune=strategy,
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        max_epochs=cfg.trainer.max_epochs,
-    )
+    module = build_module(cfg, model, datamodule, strategy)  # classification, or domain adaptation (adapt=)
     return strategy, datamodule, model, module
 
 
