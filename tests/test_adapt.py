@@ -277,18 +277,32 @@ def test_adabn_evaluates_the_target_with_target_statistics_and_leaves_the_checkp
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_an_unlabelled_target_folder_is_trained_on_and_not_evaluated(tmp_path):
+def write_images(folder: Path, classes: list[str], per_class: int = 12) -> None:
+    """``folder/<class>/<i>.png`` (``""``: the images straight in ``folder``), 8x8 RGB."""
     from torchvision.io import write_png
 
+    generator = torch.Generator().manual_seed(0)
+    for c, name in enumerate(classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = (torch.rand(3, 8, 8, generator=generator) * 80 + 120 * c).to(torch.uint8)
+            write_png(image, str(folder / name / f"{i}.png"))
+
+
+def test_domains_with_different_classes_are_refused(tmp_path):
+    from experiments.datamodules import ImageFolderDataModule
+
+    write_images(tmp_path / "source", ["a", "b"])
+    write_images(tmp_path / "target", ["a", "b", "c"])
+    with pytest.raises(ConfigError, match="source domain has 2 classes .* but the target 3"):
+        DomainPairDataModule(ImageFolderDataModule(str(tmp_path / "source")), ImageFolderDataModule(str(tmp_path / "target")))
+
+
+def test_an_unlabelled_target_folder_is_trained_on_and_not_evaluated(tmp_path):
     from experiments.train import train
 
-    generator = torch.Generator().manual_seed(0)
-    for folder, classes in (("source", ["a", "b"]), ("target", [""])):
-        for c, name in enumerate(classes):
-            (tmp_path / folder / name).mkdir(parents=True, exist_ok=True)
-            for i in range(12):
-                image = (torch.rand(3, 8, 8, generator=generator) * 80 + 120 * c).to(torch.uint8)
-                write_png(image, str(tmp_path / folder / name / f"{i}.png"))
+    write_images(tmp_path / "source", ["a", "b"])
+    write_images(tmp_path / "target", [""])
     folders = ["data=da_folders", f"data.source.root={tmp_path / 'source'}", f"data.target.root={tmp_path / 'target'}",
                "data.source.batch_size=4", "data.target.batch_size=4", "trainer.max_epochs=1", NO_FIGURES]
     record = train(compose_cfg(tmp_path / "run", *folders, "adapt=dann"), tmp_path / "run")

@@ -95,6 +95,9 @@ class AdaBNCallback(L.Callback):
 
     def _begin(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = pl_module.evaluated_model()
+        if not batchnorm_layers(model):
+            log.warning("adapt.adabn=true but %s has no BatchNorm layer with running statistics: nothing to adapt",
+                        type(model).__name__)
         self._trained = batchnorm_state(model)
         device = pl_module.device
         images = (x.to(device, non_blocking=True) for x in trainer.datamodule.target_images())

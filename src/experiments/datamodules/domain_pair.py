@@ -21,16 +21,24 @@ from experiments.models.core import Preprocessing
 
 
 class ImagesOnly(Dataset):
-    """The inputs of an ``(input, label)`` dataset; the label is passed over, never read."""
+    """The inputs of an ``(input, label)`` dataset; the label is passed over, never read.
 
-    def __init__(self, dataset: Dataset) -> None:
+    With ``order_seed`` the items are served in a fixed seeded permutation: a sampler seeded like
+    the source's then does not walk two equally long domains in lockstep (the demo's target holds
+    the source's images inverted: batches would pair every image with its counterpart).
+    """
+
+    def __init__(self, dataset: Dataset, order_seed: int | None = None) -> None:
         self.dataset = dataset
+        self.order = None
+        if order_seed is not None:
+            self.order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(order_seed)).tolist()
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.dataset[index][0]
+        return self.dataset[index if self.order is None else self.order[index]][0]
 
 
 class DomainPairDataModule(L.LightningDataModule):
@@ -96,8 +104,9 @@ class DomainPairDataModule(L.LightningDataModule):
     # -- loaders ----------------------------------------------------------------------------------
     def train_dataloader(self) -> CombinedLoader:
         self.setup("fit")
+        images = ImagesOnly(self.target.train_set, order_seed=self.target.seed + 1)
         target = (self.target.train_dataloader() if self.train_target_labels
-                  else self.target.make_loader(ImagesOnly(self.target.train_set), train=True, collate_fn=default_collate))
+                  else self.target.make_loader(images, train=True, collate_fn=default_collate))
         return CombinedLoader({"source": self.source.train_dataloader(), "target": target}, mode="max_size_cycle")
 
     def val_dataloader(self) -> list[DataLoader]:
