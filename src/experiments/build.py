@@ -89,6 +89,7 @@ def build_components(cfg: DictConfig) -> Components:
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         max_epochs=cfg.trainer.max_epochs,
     )
+    module.check_data(datamodule)  # classification or domain adaptation (adapt= selects module=)
     return Components(strategy, datamodule, model, module)
 
 

@@ -4,6 +4,7 @@ from experiments.datamodules.base import ClassificationDataModule
 from experiments.datamodules.custom import CustomDataModule
 from experiments.datamodules.digits import DigitsDataModule
 from experiments.datamodules.digits_m import DigitsMDataModule
+from experiments.datamodules.domain_pair import DomainPairDataModule
 from experiments.datamodules.image_folder import ImageFolderDataModule
 from experiments.datamodules.sparse import SparseCollate, SparseDataModule
 from experiments.datamodules.text import TextDataModule
@@ -14,6 +15,7 @@ __all__ = [
     "CustomDataModule",
     "DigitsDataModule",
     "DigitsMDataModule",
+    "DomainPairDataModule",
     "ImageFolderDataModule",
     "SparseCollate",
     "SparseDataModule",

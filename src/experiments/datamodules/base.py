@@ -77,6 +77,8 @@ class ClassificationDataModule(L.LightningDataModule):
     #: channel statistics used when the model's weights prescribe none (set by subclasses)
     default_mean: tuple[float, ...] | None = None
     default_std: tuple[float, ...] | None = None
+    #: False for data without labels (items carry ``contract.UNLABELLED``): a domain-adaptation target
+    has_labels: bool = True
 
     def __init__(
         self,
@@ -164,7 +166,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.test_set = TransformedDataset(test, eval_transform)
         collate = self.checked_collate()
         for split, dataset in (("train", self.train_set), ("val", self.val_set), ("test", self.test_set)):
-            check_split(dataset, split, self.num_classes, collate, seed=self.seed)
+            check_split(dataset, split, self.num_classes, collate, seed=self.seed, labelled=self.has_labels)
         log.info(
             "data %s: train %d, val %d, test %d samples, %d classes, input %s",
             self.name, len(train), len(val), len(test), self.num_classes, self.input_shape,
@@ -208,17 +210,24 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def checked_collate(self) -> CheckedCollate:
         """:meth:`collate_fn` (or the default) with every batch checked against the contract."""
-        return CheckedCollate(self.num_classes, self.collate_fn())
+        return CheckedCollate(self.num_classes, self.collate_fn(), labelled=self.has_labels)
 
-    def make_loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        """A loader with this module's options: training (shuffled, drop_last) or evaluation."""
+    def make_loader(self, dataset: Dataset, train: bool, collate_fn: Callable[[list], Any] | None = None) -> DataLoader:
+        """A loader with this module's options: training (shuffled, drop_last) or evaluation.
+
+        ``collate_fn`` replaces the contract-checked collate for items that are not
+        ``(input, label)`` pairs (the images-only view of a domain-adaptation target).
+        """
         shuffle = self.shuffle and train
+        options = self.loader_options()
+        if collate_fn is not None:
+            options["collate_fn"] = collate_fn
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=EpochSeededRandomSampler(dataset, self.seed) if shuffle else None,
             drop_last=self.drop_last if train else False,
-            **self.loader_options(),
+            **options,
         )
 
     def train_dataloader(self) -> DataLoader:

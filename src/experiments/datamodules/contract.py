@@ -2,7 +2,8 @@
 
 A dataset item is an ``(input, label)`` pair: ``input`` a ``torch.Tensor`` (dense or sparse) of the
 same shape for every item, ``label`` an integer class index in ``[0, num_classes)``; ``__len__`` is
-above 0. :func:`check_split` samples a few items of each split before the first epoch;
+above 0. An unlabelled data set (a domain-adaptation target without class folders) gives every item
+the label ``UNLABELLED`` (-1) instead. :func:`check_split` samples a few items of each split before the first epoch;
 :class:`CheckedCollate` wraps the collate function (PyTorch's default or the user's) so a batch
 that breaks the contract fails with the same message, naming the offending batch item.
 """
@@ -20,6 +21,9 @@ from experiments.datamodules.transforms import TransformedDataset
 from experiments.errors import DataError
 
 Item = tuple[torch.Tensor, Any]
+
+#: the label of every item of an unlabelled data set
+UNLABELLED = -1
 
 
 def check_length(dataset: Dataset, split: str) -> int:
@@ -43,6 +47,7 @@ def check_split(
     collate: Callable[[list], Any],
     n_samples: int = 8,
     seed: int = 0,
+    labelled: bool = True,
 ) -> None:
     """Sample up to ``n_samples`` items of ``dataset`` (first, last, seeded others) and collate them.
 
@@ -58,9 +63,9 @@ def check_split(
     for index in indices:
         where = _where(dataset, split, index)
         if isinstance(dataset, TransformedDataset):  # the source's own item, before any transform
-            check_item(_get(dataset.dataset, index, where), where, num_classes)
+            check_item(_get(dataset.dataset, index, where), where, num_classes, labelled)
         item = _get(dataset, index, where)
-        x = check_item(item, where, num_classes)
+        x = check_item(item, where, num_classes, labelled)
         if first is None:
             first = (where, x.shape)
         elif x.shape != first[1]:
@@ -69,8 +74,9 @@ def check_split(
     collate(items[: min(len(items), 4)])
 
 
-def check_item(item: Any, where: str, num_classes: int) -> torch.Tensor:
-    """The input tensor of ``item``; DataError if the item breaks the contract."""
+def check_item(item: Any, where: str, num_classes: int, labelled: bool = True) -> torch.Tensor:
+    """The input tensor of ``item``; DataError if the item breaks the contract (``labelled=False``:
+    the label must be ``UNLABELLED``)."""
     if not isinstance(item, (tuple, list)) or len(item) != 2:
         raise DataError(
             f"{where} is a {_type(item)}: __getitem__ must return an (input tensor, label) pair"
@@ -87,6 +93,10 @@ def check_item(item: Any, where: str, num_classes: int) -> torch.Tensor:
             f"{where} has the label {label!r} of type {_type(label)}: expected an integer class index "
             "(int or an integer tensor with one element)"
         )
+    if not labelled:
+        if value != UNLABELLED:
+            raise DataError(f"{where} has the label {value} in an unlabelled data set: its items carry {UNLABELLED}")
+        return x
     if not 0 <= value < num_classes:
         raise DataError(
             f"{where} has the label {value}, outside [0, {num_classes}): labels must be class indices "
@@ -103,8 +113,9 @@ class CheckedCollate:
     Every batch's labels are range-checked (a cheap min/max). Picklable, so it runs in workers.
     """
 
-    def __init__(self, num_classes: int, collate: Callable[[list], Any] | None = None) -> None:
+    def __init__(self, num_classes: int, collate: Callable[[list], Any] | None = None, labelled: bool = True) -> None:
         self.num_classes = num_classes
+        self.labelled = labelled
         self.collate = collate or default_collate
 
     @property
@@ -129,7 +140,7 @@ class CheckedCollate:
         for position, item in enumerate(items):
             where = f"batch item {position}"
             try:
-                x = check_item(item, where, self.num_classes)
+                x = check_item(item, where, self.num_classes, self.labelled)
             except DataError as err:
                 return str(err)
             if first is None:
@@ -150,6 +161,10 @@ class CheckedCollate:
             )
         if x.shape[0] != len(y):
             raise DataError(f"collate_fn {self.name} returned {x.shape[0]} inputs but {len(y)} labels")
+        if not self.labelled:
+            if (y != UNLABELLED).any():
+                raise DataError(f"collate_fn {self.name} returned labels other than {UNLABELLED} for an unlabelled data set")
+            return
         bad = ((y < 0) | (y >= self.num_classes)).nonzero()
         if len(bad):
             position = int(bad[0])

@@ -5,6 +5,10 @@ Two layouts::
     DIR/<class>/<image>                        one pool, split by val_fraction/test_fraction (seeded)
     DIR/train/<class>/<image>, DIR/val/...     given splits; a missing val/ or test/ is carved from train/
 
+With ``allow_unlabelled=true`` (a domain-adaptation target), images straight in ``DIR`` (or
+``DIR/train``), with no class sub-folders, are an unlabelled data set: its items carry the label
+``UNLABELLED`` (-1), so it can be trained on without labels but not evaluated.
+
 Images are decoded by torchvision.io straight into ``uint8`` tensors (PNG, JPEG, GIF, WebP; other
 formats through PIL). A file that cannot be read raises a DataError naming it.
 """
@@ -17,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from experiments.datamodules.base import ClassificationDataModule
+from experiments.datamodules.contract import UNLABELLED
 from experiments.errors import DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -62,11 +67,13 @@ class ImageFolderDataModule(ClassificationDataModule):
     Args:
         root: the folder (see the module docstring for the two layouts).
         channels: 3 decodes every image as RGB, 1 as grey scale.
+        allow_unlabelled: accept a folder of images without class sub-folders as unlabelled data
+            (``has_labels`` false) instead of refusing it.
         kwargs: the loader, split and transform options of :class:`ClassificationDataModule`;
             ``image_size`` is needed when the images differ in size.
     """
 
-    def __init__(self, root: str, channels: int = 3, **kwargs) -> None:
+    def __init__(self, root: str, channels: int = 3, allow_unlabelled: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self.root = Path(root).expanduser()
         if channels not in (1, 3):
@@ -81,7 +88,8 @@ class ImageFolderDataModule(ClassificationDataModule):
                 "or put the class folders directly under data.root"
             )
         self.classes = sorted(p.name for p in self._class_root().iterdir() if p.is_dir())
-        if not self.classes:
+        self.has_labels = bool(self.classes)
+        if not self.classes and not allow_unlabelled:
             raise DataError(f"data.root={root}: no class sub-folders in {self._class_root()}")
         self._shape: tuple[int, ...] | None = None
 
@@ -115,6 +123,8 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     def _samples(self, folder: Path) -> list[tuple[str, int]]:
         """Sorted ``(path, class index)`` of the images under ``folder``'s class sub-folders."""
+        if not self.has_labels:
+            return self._unlabelled_samples(folder)
         index = {name: i for i, name in enumerate(self.classes)}
         unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in index)
         if unknown:
@@ -130,4 +140,11 @@ class ImageFolderDataModule(ClassificationDataModule):
         ]
         if not samples:
             raise DataError(f"no images ({', '.join(EXTENSIONS)}) in the class folders of {folder}")
+        return samples
+
+    def _unlabelled_samples(self, folder: Path) -> list[tuple[str, int]]:
+        """Sorted ``(path, UNLABELLED)`` of the images directly in ``folder``."""
+        samples = [(str(p), UNLABELLED) for p in sorted(folder.iterdir()) if p.suffix.lower() in EXTENSIONS and p.is_file()]
+        if not samples:
+            raise DataError(f"data.root={self.root}: no class sub-folders and no images ({', '.join(EXTENSIONS)}) in {folder}")
         return samples

@@ -70,9 +70,11 @@ class FinetuneCallback(L.Callback):
             name = group.get("name", "")
             if name == "head":
                 lrs.append(self.strategy.head_lr(self.base_lr, epoch))
-            else:
+            elif name.startswith("block"):
                 depth = depth_of[int(name.removeprefix("block"))]
                 lrs.append(self.strategy.block_lr(self.base_lr, depth, epoch))
+            else:  # a group outside the model (a domain discriminator): the schedule does not move it
+                lrs.append(self.base_lr)
         return lrs
 
     def _move_learning_rates(self, trainer: L.Trainer, model: TransferModel, epoch: int) -> None:

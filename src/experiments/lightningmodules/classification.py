@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from experiments.errors import ConfigError
 from experiments.finetune.groups import build_param_groups
 from experiments.finetune.strategies import FinetuneStrategy
 from experiments.models.core import TransferModel
@@ -59,10 +60,15 @@ class ClassificationModule(L.LightningModule):
         self.max_epochs = max_epochs
         self.label_smoothing = label_smoothing
         self._batches_are_features = False
+        self._add_streams(num_classes, {s: f"{s}/" for s in STAGES})
+
+    def _add_streams(self, num_classes: int, prefixes: dict[str, str]) -> None:
+        """An accuracy and a loss accumulator per stream (``train``, ``val``, ...); a stream's
+        values are logged as ``<prefix>acc`` and ``<prefix>loss``."""
         metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes=num_classes, average="micro")})
         # keys avoid "train": nn.Module.train is a method and ModuleDict keys become attributes
-        self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in STAGES})
-        self.losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})
+        self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=p) for s, p in prefixes.items()})
+        self.losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in prefixes})
 
     @property
     def base_lr(self) -> float:
@@ -70,6 +76,16 @@ class ClassificationModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def check_data(self, datamodule: Any) -> None:
+        """Raise ConfigError when ``datamodule`` cannot train this module (called before fit)."""
+        name = getattr(datamodule, "name", type(datamodule).__name__)
+        if hasattr(datamodule, "target"):  # a source and a target domain
+            raise ConfigError(f"data={name} holds a source and a target domain but adapt is null: choose a "
+                              "method, e.g. adapt=dann (adapt=source_only for the baseline)")
+        if not getattr(datamodule, "has_labels", True):
+            raise ConfigError(f"data={name} has no labels (no class folders): it can only be the target of "
+                              "a domain adaptation (data=da_folders data.target.root=DIR adapt=dann)")
 
     def read_cached_features(self, enabled: bool) -> None:
         """Batches hold backbone features (the head alone runs) or inputs (the whole model).
@@ -82,20 +98,30 @@ class ClassificationModule(L.LightningModule):
         """Loss and logits of one batch; the stage's loss and metrics accumulate."""
         x, y = batch
         logits = self.model.forward_head(x) if self._batches_are_features else self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        loss = self.classification_loss(logits, y)
+        self._accumulate(stage, logits, y, loss)
+        return loss, logits
+
+    def classification_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+
+    def _accumulate(self, stage: str, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
         # Accumulated in torchmetrics and logged once per epoch (see _log_epoch): a self.log call
         # costs ~1 ms per step in Lightning, which dominated short epochs.
         self.metrics[f"{stage}_metrics"].update(logits.detach(), y)
         self.losses[f"{stage}_loss"].update(loss.detach(), weight=len(y))
-        return loss, logits
 
-    def _log_epoch(self, stage: str) -> None:
-        """Log the epoch's loss and metrics (synced across processes by torchmetrics), then reset."""
+    def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
+        """Log the epoch's loss and metrics (synced across processes by torchmetrics), then reset;
+        returns what was logged (nothing when the stream saw no batch)."""
         metrics, loss = self.metrics[f"{stage}_metrics"], self.losses[f"{stage}_loss"]
+        logged = {}
         if loss.update_count:
-            self.log_dict({f"{stage}/loss": loss.compute(), **metrics.compute()}, prog_bar=stage != "train")
+            logged = {f"{metrics.prefix}loss": loss.compute(), **metrics.compute()}
+            self.log_dict(logged, prog_bar=not stage.startswith("train"))
         metrics.reset()
         loss.reset()
+        return logged
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -124,8 +150,12 @@ class ClassificationModule(L.LightningModule):
     def param_groups(self) -> list[dict[str, Any]]:
         return build_param_groups(self.model, self.finetune, self.base_lr, self.max_epochs)
 
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """Every group the optimizer steps: the model's (:meth:`param_groups`, the record's count)."""
+        return self.param_groups()
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.param_groups())
+        optimizer = self.optimizer_factory(self.optimizer_groups())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

@@ -22,7 +22,9 @@ class PredictionFigures(L.Callback):
     predicted and true class) to every logger that can take figures (TensorBoard).
 
     It reads the predicted classes that ClassificationModule.test_step returns (no second forward
-    pass). The confusion matrix is a torchmetrics metric: with
+    pass). With several test loaders (a domain-adaptation run: source, target) each gets its own
+    figures, tagged ``test/confusion_matrix/<name>`` with the names the data module's
+    ``test_loader_names`` gives. The confusion matrix is a torchmetrics metric: with
     DDP it is summed over all processes before rank 0 draws it. Nothing is computed when no
     logger can show figures.
 
@@ -33,51 +35,57 @@ class PredictionFigures(L.Callback):
 
     def __init__(self, num_samples: int = 16) -> None:
         self.num_samples = num_samples
-        self._matrix: MulticlassConfusionMatrix | None = None
-        self._samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        self._num_classes: int | None = None
+        self._matrices: dict[int, MulticlassConfusionMatrix] = {}
+        self._samples: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
 
     @staticmethod
     def _writers(trainer: L.Trainer) -> list[Any]:
         return [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_figure")]
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._samples = []
-        self._matrix = None
+        self._samples, self._matrices = {}, {}
         num_classes = getattr(trainer.datamodule, "num_classes", None)
-        if num_classes and self._writers(trainer):
-            self._matrix = MulticlassConfusionMatrix(num_classes=num_classes).to(pl_module.device)
+        self._num_classes = num_classes if num_classes and self._writers(trainer) else None
 
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self._matrix is None:
+        if self._num_classes is None:
             return
         x, y = batch[0], batch[1]
         predicted = outputs["predictions"]
-        self._matrix.update(predicted, y)
-        kept = sum(len(s[0]) for s in self._samples)
+        if dataloader_idx not in self._matrices:
+            self._matrices[dataloader_idx] = MulticlassConfusionMatrix(num_classes=self._num_classes).to(pl_module.device)
+        self._matrices[dataloader_idx].update(predicted, y)
+        samples = self._samples.setdefault(dataloader_idx, [])
+        kept = sum(len(s[0]) for s in samples)
         if kept < self.num_samples and _is_image_batch(x):
             take = self.num_samples - kept
-            self._samples.append((x[:take].float().cpu(), predicted[:take].cpu(), y[:take].cpu()))
+            samples.append((x[:take].float().cpu(), predicted[:take].cpu(), y[:take].cpu()))
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._matrix is None:
+        # compute() is a collective under DDP: every rank calls it
+        matrices = {i: m.compute().cpu().numpy() for i, m in sorted(self._matrices.items())}
+        if not matrices or not trainer.is_global_zero:
             return
-        matrix = self._matrix.compute().cpu().numpy()  # a collective under DDP: every rank calls it
-        if not trainer.is_global_zero:
-            return
-        names = _class_names(trainer.datamodule, matrix.shape[0])
-        figures = {CONFUSION_TAG: confusion_matrix_figure(matrix, names)}
-        if self._samples:
-            images = torch.cat([s[0] for s in self._samples]).numpy()
-            predicted = torch.cat([s[1] for s in self._samples]).tolist()
-            labels = torch.cat([s[2] for s in self._samples]).tolist()
-            figures[SAMPLES_TAG] = sample_grid_figure(images, predicted, labels, names)
+        loader_names = list(getattr(trainer.datamodule, "test_loader_names", None) or [])
+        figures = {}
+        for index, matrix in matrices.items():
+            suffix = "" if len(matrices) == 1 else "/" + (loader_names[index] if index < len(loader_names) else str(index))
+            names = _class_names(trainer.datamodule, matrix.shape[0])
+            figures[CONFUSION_TAG + suffix] = confusion_matrix_figure(matrix, names)
+            samples = self._samples.get(index)
+            if samples:
+                images = torch.cat([s[0] for s in samples]).numpy()
+                predicted = torch.cat([s[1] for s in samples]).tolist()
+                labels = torch.cat([s[2] for s in samples]).tolist()
+                figures[SAMPLES_TAG + suffix] = sample_grid_figure(images, predicted, labels, names)
         for writer in self._writers(trainer):
             for tag, figure in figures.items():
                 writer.add_figure(tag, figure, global_step=trainer.global_step, close=False)
         log.info("test figures logged: %s", ", ".join(figures))
-        self._samples, self._matrix = [], None
+        self._samples, self._matrices = {}, {}
 
 
 def _is_image_batch(x: Any) -> bool:

@@ -1,0 +1,313 @@
+"""Domain adaptation: gradient reversal, the lambda schedule, the EMA teacher, AdaBN, light
+augmentations, the domain pair and every adapt= method end to end."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_cfg
+from hydra.utils import instantiate
+from torch import nn
+from torch.utils.data import Dataset
+
+from experiments.adapt.adabn import adapt_batchnorm
+from experiments.adapt.augment import LightAugment
+from experiments.adapt.ema import ema_teacher, ema_update
+from experiments.adapt.grl import GradientReversal, dann_lambda
+from experiments.datamodules import DigitsDataModule, DomainPairDataModule
+from experiments.errors import ConfigError, ModelError
+from experiments.models.core import ModelInfo, Preprocessing, TransferModel, group_blocks
+from experiments.models.custom import SmallCNN, build_custom
+
+# A few batches: every in-process run below takes a few seconds.
+TINY = ["experiment=da_digits", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1", "+trainer.num_sanity_val_steps=0"]
+NO_FIGURES = "callbacks.test_figures=null"
+TRAP = "data.target._target_=test_adapt.LabelTrapDigits"
+
+
+# -- pure torch pieces ---------------------------------------------------------------------------
+def test_gradient_reversal_sends_back_minus_lambda_times_the_gradient():
+    reversal = GradientReversal(0.3)
+    x = torch.randn(5, 7, requires_grad=True)
+    upstream = torch.randn(5, 7)
+    y = reversal(x)
+    assert torch.equal(y, x)
+    (y * upstream).sum().backward()
+    assert torch.equal(x.grad, -0.3 * upstream)
+    reversal.lambda_ = 2.0  # settable between steps
+    x.grad = None
+    (reversal(x) * upstream).sum().backward()
+    assert torch.equal(x.grad, -2.0 * upstream)
+
+
+def test_dann_lambda_schedule():
+    assert dann_lambda(0.0) == 0.0
+    assert dann_lambda(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)  # 0.98661
+    assert dann_lambda(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1)  # 0.99991
+    assert dann_lambda(0.5, gamma=10, lambda_max=0.1) == pytest.approx(0.1 * (2 / (1 + math.exp(-5)) - 1))
+    assert dann_lambda(-1) == 0.0 and dann_lambda(3) == dann_lambda(1)  # progress is clamped to [0, 1]
+
+
+def small_model(width: int = 8) -> TransferModel:
+    return build_custom(lambda num_classes, in_chans: SmallCNN(num_classes, in_chans, width=width), 10, 1)
+
+
+def test_one_ema_update_follows_the_formula():
+    torch.manual_seed(0)
+    student = small_model()
+    teacher = ema_teacher(student)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p))
+    student.train()(torch.randn(4, 1, 8, 8))  # moves the student's BatchNorm statistics
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    ema_update(teacher, student, decay=0.9)
+    params = dict(student.named_parameters())
+    for name, value in teacher.state_dict().items():
+        if name in params:
+            expected = 0.9 * before[name] + (1 - 0.9) * params[name].detach()
+            torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7)
+            assert not torch.equal(value, before[name])
+        else:  # buffers are copied
+            assert torch.equal(value, student.state_dict()[name]), name
+
+
+def test_adabn_changes_only_batchnorm_running_statistics():
+    torch.manual_seed(0)
+    model = small_model()
+    model.train()
+    model.backbone.stage2.eval()  # a frozen block: its mode must survive too
+    params = {k: v.clone() for k, v in model.named_parameters()}
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    batches = [torch.rand(16, 1, 8, 8) * 3 + 1 for _ in range(3)]
+    seen = adapt_batchnorm(model, batches)
+    assert seen == 48
+    for name, value in model.named_parameters():
+        assert torch.equal(value, params[name]), name  # every weight bit-identical
+    changed = {k for k, v in model.named_buffers() if not torch.equal(v, buffers[k])}
+    assert changed and all(k.rsplit(".", 1)[-1] in {"running_mean", "running_var", "num_batches_tracked"} for k in changed)
+    # momentum=None: the exact average over the batches, here of the first conv's outputs
+    conv, bn = model.backbone.stage1[0], model.backbone.stage1[1]
+    with torch.no_grad():
+        means = torch.stack([conv(x).mean(dim=(0, 2, 3)) for x in batches])
+    torch.testing.assert_close(bn.running_mean, means.mean(0), rtol=1e-5, atol=1e-6)
+    assert bn.momentum == 0.1 and int(bn.num_batches_tracked) == 3
+    assert model.training and model.backbone.stage1.training and not model.backbone.stage2.training
+    assert not model.backbone.stage2[1].training
+
+
+def test_light_augment_draws_per_sample_parameters_from_the_generator():
+    x = torch.rand(1, 3, 16, 16).repeat(6, 1, 1, 1)  # six copies of one image
+    augment = LightAugment(translate=2, brightness=0.1, contrast=0.1, noise=0.05)
+    a = augment(x, torch.Generator().manual_seed(1))
+    b = augment(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)  # the generator alone decides
+    assert not torch.equal(a[0], a[1])  # every sample its own parameters
+    shift = LightAugment(translate=2, brightness=0, contrast=0, noise=0)(x, torch.Generator().manual_seed(2))
+    assert (shift - x).abs().max() > 0 and shift.mean() == pytest.approx(x.mean(), abs=0.05)
+    with pytest.raises(ConfigError, match="adapt.augment.noise=-1"):
+        LightAugment(noise=-1)
+
+
+def test_dann_refuses_a_backbone_without_pooled_features():
+    from experiments.adapt import DANN
+
+    backbone = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1))  # (B, 4, 8, 8): no (B, F) features
+    head = nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+    model = TransferModel(backbone, head, group_blocks(backbone, None), Preprocessing(in_chans=1), ModelInfo("custom", "conv_only"))
+    dann = DANN()
+    dann.bind(model)
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(ModelError, match=r"adapt=dann .*\(batch, features\).*conv_only returns shape \(4, 4, 8, 8\)"):
+        dann.training_step(model, x, x, None, 0.5, nn.functional.cross_entropy)
+
+
+def test_mean_teacher_evaluates_the_teacher_and_masks_unconfident_targets():
+    from experiments.adapt import MeanTeacher
+    from experiments.finetune import Full
+    from experiments.lightningmodules.domain_adaptation import DomainAdaptationModule
+
+    torch.manual_seed(0)
+    module = DomainAdaptationModule(small_model(), 10, torch.optim.Adam, Full(), adapt=MeanTeacher(confidence_threshold=0.99))
+    with torch.no_grad():
+        for p in module.model.parameters():
+            p.add_(1.0)  # the student moves away from its teacher
+    module.eval()
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.equal(module(x), module.adapt.teacher(x)) and not torch.equal(module(x), module.model(x))
+    module.train()
+    step = module.adapt.training_step(module.model, x, x, None, 1.0, nn.functional.cross_entropy)
+    # an untrained teacher is never 99 % sure: every target sample is masked out
+    assert float(step.logs["mask_rate"]) == 0 and float(step.loss) == 0
+    assert step.source_logits.shape == (4, 10)
+
+
+# -- the domain pair -----------------------------------------------------------------------------
+def test_domains_of_different_sizes_are_refused_naming_both_shapes_and_the_fix():
+    with pytest.raises(ConfigError) as err:
+        DomainPairDataModule(DigitsDataModule(image_size=16), DigitsDataModule())
+    message = str(err.value)
+    assert "(1, 16, 16)" in message and "(1, 8, 8)" in message
+    assert "data.source.image_size=16 data.target.image_size=16" in message
+    pair = DomainPairDataModule(DigitsDataModule(image_size=16), DigitsDataModule(image_size=[16, 16]))
+    assert pair.input_shape == (1, 16, 16) and pair.num_classes == 10
+
+
+def test_feature_cache_is_off_for_a_domain_pair():
+    from experiments.finetune import ClassifierOnly
+    from experiments.finetune.cache import plan_feature_cache
+
+    plan = plan_feature_cache(ClassifierOnly(), DomainPairDataModule(DigitsDataModule(), DigitsDataModule()), 2)
+    assert not plan.used and "domain adaptation" in plan.reason
+
+
+def test_adapt_and_data_must_fit(tmp_path):
+    from experiments.build import build_components
+
+    with pytest.raises(ConfigError, match="adapt=dann needs a source and a target domain.*data=da_pair"):
+        build_components(compose_cfg(tmp_path, "adapt=dann"))
+    with pytest.raises(ConfigError, match="adapt is null.*adapt=dann"):
+        build_components(compose_cfg(tmp_path, "data=da_pair"))
+
+
+class LabelRead(AssertionError):
+    """Raised by a target-train label the moment anything reads it."""
+
+
+class _Unreadable:
+    def _read(self, *args, **kwargs):
+        raise LabelRead("a target-train label was read")
+
+    __int__ = __index__ = __float__ = __bool__ = __repr__ = __eq__ = __hash__ = _read
+
+
+class _TrappedLabels(Dataset):
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset, self.armed = dataset, False
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        x, y = self.dataset[index]
+        return x, (_Unreadable() if self.armed else y)
+
+
+class LabelTrapDigits(DigitsDataModule):
+    """Digits whose training labels raise when read, from the end of set-up (the contract check
+    has read them) on; validation and test labels stay readable (the target is evaluated)."""
+
+    def load_splits(self):
+        train, val, test = super().load_splits()
+        return _TrappedLabels(train), val, test
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        self.train_set.dataset.armed = True
+
+
+# -- every method end to end ---------------------------------------------------------------------
+METHOD_SCALARS = {"source_only": [], "dann": ["train/domain_acc", "train/dann_lambda"],
+                  "mean_teacher": ["train/consistency", "train/mask_rate"], "oracle": ["train/target_loss"]}
+
+
+@pytest.mark.parametrize("method", list(METHOD_SCALARS))
+def test_every_method_runs_reloads_and_logs_both_domains(tmp_path, method):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from experiments.tasks import test_checkpoint
+    from experiments.tasks import train
+
+    # the target's training labels raise when read: only the oracle may (and must) read them
+    trap = [TRAP] if method != "oracle" else []
+    figures = [NO_FIGURES] if method != "dann" else []  # matplotlib is slow: drawn in one run
+    record = train(compose_cfg(tmp_path, *TINY, f"adapt={method}", *trap, *figures))
+    metrics = record["metrics"]
+    for stage in ("val", "test"):
+        for key in ("source_acc", "source_loss", "target_acc", "target_loss"):
+            assert 0 <= metrics[f"{stage}/{key}"] < 10, key
+        assert metrics[f"{stage}/acc"] == metrics[f"{stage}/source_acc"]  # the objective reads the source
+    assert record["finetune_detail"]["feature_cache"]["used"] is False
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/source_acc", "val/target_acc", "test/target_acc"} <= scalars
+    assert set(METHOD_SCALARS[method]) <= scalars
+    if method == "dann":
+        assert 0 <= events.Scalars("train/domain_acc")[-1].value <= 1
+        # one confusion matrix per domain, never the two mixed
+        assert {f"test/confusion_matrix/{d}" for d in ("source", "target")} <= set(events.Tags()["images"])
+        assert [g["name"] for g in record["finetune_detail"]["lr_groups"]][-1] == "discriminator"
+
+    reloaded = test_checkpoint(compose_cfg(tmp_path / "test", *TINY, f"adapt={method}", *trap, NO_FIGURES, "mode=test",
+                                           f"ckpt_path={record['best_checkpoint']}"))
+    for key in ("test/source_acc", "test/target_acc", "val/target_acc"):
+        assert reloaded["metrics"][key] == pytest.approx(metrics[key], abs=1e-6), key
+
+
+def test_the_oracle_reads_the_target_labels(tmp_path):
+    from experiments.tasks import train
+
+    with pytest.raises(LabelRead):  # the trap works: a method that reads target labels trips it
+        train(compose_cfg(tmp_path, *TINY, "adapt=oracle", TRAP, NO_FIGURES))
+
+
+def test_adabn_evaluates_the_target_with_target_statistics_and_leaves_the_checkpoint(tmp_path):
+    from experiments.tasks import test_checkpoint
+    from experiments.tasks import train
+
+    record = train(compose_cfg(tmp_path, *TINY, "adapt=source_only", TRAP, NO_FIGURES))
+    ckpt = record["best_checkpoint"]
+    before = torch.load(ckpt, weights_only=True)["state_dict"]
+
+    def tested(adabn: bool) -> dict:
+        run = tmp_path / f"adabn_{adabn}"
+        cfg = compose_cfg(run, *TINY, "adapt=source_only", TRAP, NO_FIGURES, f"adapt.adabn={adabn}", "mode=test", f"ckpt_path={ckpt}")
+        return test_checkpoint(cfg)["metrics"]
+
+    plain, adapted = tested(False), tested(True)
+    assert adapted["test/source_acc"] == plain["test/source_acc"]  # the source keeps its own statistics
+    assert adapted["test/target_loss"] != plain["test/target_loss"]
+    after = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def write_images(folder: Path, classes: list[str], per_class: int = 12) -> None:
+    """``folder/<class>/<i>.png`` (``""``: the images straight in ``folder``), 8x8 RGB."""
+    from torchvision.io import write_png
+
+    generator = torch.Generator().manual_seed(0)
+    for c, name in enumerate(classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = (torch.rand(3, 8, 8, generator=generator) * 80 + 120 * c).to(torch.uint8)
+            write_png(image, str(folder / name / f"{i}.png"))
+
+
+def test_domains_with_different_classes_are_refused(tmp_path):
+    from experiments.datamodules import ImageFolderDataModule
+
+    write_images(tmp_path / "source", ["a", "b"])
+    write_images(tmp_path / "target", ["a", "b", "c"])
+    with pytest.raises(ConfigError, match="source domain has 2 classes .* but the target 3"):
+        DomainPairDataModule(ImageFolderDataModule(str(tmp_path / "source")), ImageFolderDataModule(str(tmp_path / "target")))
+
+
+def test_an_unlabelled_target_folder_is_trained_on_and_not_evaluated(tmp_path):
+    from experiments.tasks import train
+
+    write_images(tmp_path / "source", ["a", "b"])
+    write_images(tmp_path / "target", [""])
+    folders = ["data=da_folders", f"data.source.root={tmp_path / 'source'}", f"data.target.root={tmp_path / 'target'}",
+               "data.source.batch_size=4", "data.target.batch_size=4", "trainer.max_epochs=1", NO_FIGURES]
+    record = train(compose_cfg(tmp_path / "run", *folders, "adapt=dann"))
+    assert "val/source_acc" in record["metrics"] and not any("target" in k for k in record["metrics"])
+    with pytest.raises(ConfigError, match="adapt=oracle trains on target labels.*has none"):
+        train(compose_cfg(tmp_path / "oracle", *folders, "adapt=oracle"))
+    with pytest.raises(ConfigError, match="adapt is null"):
+        train(compose_cfg(tmp_path / "none", *folders))
