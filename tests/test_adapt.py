@@ -19,7 +19,7 @@ from experiments.adapt.ema import ema_teacher, ema_update
 from experiments.adapt.grl import GradientReversal, dann_lambda
 from experiments.datamodules import DigitsDataModule, DomainPairDataModule
 from experiments.errors import ConfigError, ModelError
-from experiments.models.core import ModelInfo, Preprocessing, TransferModel, group_blocks
+from experiments.models.core import ModelInfo, Preprocessing, TransferModel, create_model, group_blocks
 from experiments.models.custom import SmallCNN, build_custom
 
 # A few batches: every in-process run below takes a few seconds.
@@ -53,7 +53,7 @@ def test_dann_lambda_schedule():
 
 
 def small_model(width: int = 8) -> TransferModel:
-    return build_custom(lambda num_classes, in_chans: SmallCNN(num_classes, in_chans, width=width), 10, 1)
+    return create_model(build_custom(lambda num_classes, in_chans: SmallCNN(num_classes, in_chans, width=width), 10, 1), 10)
 
 
 def test_one_ema_update_follows_the_formula():
