@@ -227,6 +227,7 @@ def test_every_method_runs_reloads_and_logs_both_domains(tmp_path, method):
     trap = [TRAP] if method != "oracle" else []
     figures = [NO_FIGURES] if method != "dann" else []  # matplotlib is slow: drawn in one run
     record = train(compose_cfg(tmp_path, *TINY, f"adapt={method}", *trap, *figures))
+    assert record["adapt"] == {"method": method, "adabn": False}
     metrics = record["metrics"]
     for stage in ("val", "test"):
         for key in ("source_acc", "source_loss", "target_acc", "target_loss"):

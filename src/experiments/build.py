@@ -117,7 +117,9 @@ def evaluate(trainer: L.Trainer, parts: Components, ckpt_path: str | None) -> di
 def run_facts(parts: Components) -> dict[str, Any]:
     """What a run ran on (model, weights, strategy, parameter counts, data): part of every record."""
     model, datamodule = parts.model, parts.datamodule
+    method = getattr(parts.module, "adapt", None)  # domain adaptation only
     return {
+        **({"adapt": {"method": method.name, "adabn": bool(method.adabn)}} if method is not None else {}),
         "model": model.info.name,
         "model_family": model.info.family,
         "weights": model.info.weights,

@@ -7,6 +7,8 @@ run the source loader, then the target loader when the target has labels.
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Iterator
 
 import lightning as L
@@ -61,10 +63,14 @@ class DomainPairDataModule(L.LightningDataModule):
     domain once and cycles the shorter one.
     """
 
-    def __init__(self, source: ClassificationDataModule, target: ClassificationDataModule, name: str | None = None) -> None:
+    def __init__(self, source: ClassificationDataModule, target: ClassificationDataModule, name: str | None = None,
+                 mean: list[float] | None = None, std: list[float] | None = None) -> None:
         super().__init__()
         self.source, self.target = source, target
         self.name = name or f"{source.name}->{target.name}"
+        #: one normalisation for both domains when the model's weights prescribe none (null: each
+        #: domain its own statistics, which already adapts the target's first moments)
+        self.shared_stats = (tuple(mean), tuple(std)) if mean is not None and std is not None else None
         self.train_target_labels = False
         self._input_shape = self._check_domains()
 
@@ -94,6 +100,8 @@ class DomainPairDataModule(L.LightningDataModule):
         return self.source.class_names()
 
     def set_preprocessing(self, preprocessing: Preprocessing) -> None:
+        if self.shared_stats is not None and preprocessing.mean is None:
+            preprocessing = dataclasses.replace(preprocessing, mean=self.shared_stats[0], std=self.shared_stats[1])
         self.source.set_preprocessing(preprocessing)
         self.target.set_preprocessing(preprocessing)
 

@@ -35,6 +35,22 @@ class ExpandChannels(nn.Module):
 _INTERPOLATION = {mode.value: mode for mode in v2.InterpolationMode}
 
 
+class RandomChannelTint(nn.Module):
+    """Multiply each channel of a float image by its own factor drawn from U(low, high), clamped
+    to [0, 1]: a colour cast. torchvision's ColorJitter changes hue and saturation jointly, not one
+    channel's gain, hence this transform (it pickles into DataLoader workers)."""
+
+    def __init__(self, low: float = 0.7, high: float = 1.3) -> None:
+        super().__init__()
+        if not 0 <= low <= high:
+            raise ValueError(f"RandomChannelTint needs 0 <= low <= high, got low={low}, high={high}")
+        self.low, self.high = low, high
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        factors = torch.empty(image.shape[-3], 1, 1).uniform_(self.low, self.high)
+        return (image * factors).clamp_(0, 1)
+
+
 def _hw(size: int | Sequence[int]) -> list[int]:
     return [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size][-2:]
 
