@@ -46,9 +46,10 @@ def run_row(name: str, overrides: list[str], seed: int, root: Path, extra: list[
     adabn = test_checkpoint(compose_cfg(run_dir / "adabn", *common, *overrides, *extra, "mode=test",
                                         f"ckpt_path={ckpt}", "adapt.adabn=true"))
     metrics = record["metrics"]
-    return {"row": name, "seed": seed, "wall_s": wall, "epochs": record["epochs"],
+    return {"row": name, "seed": seed, "overrides": extra, "wall_s": wall, "epochs": record["epochs"],
             "target_acc": metrics["test/target_acc"], "target_acc_adabn": adabn["metrics"]["test/target_acc"],
-            "source_acc": metrics["test/source_acc"], "val_source_acc": metrics["val/source_acc"]}
+            "source_acc": metrics["test/source_acc"], "val_source_acc": metrics["val/source_acc"],
+            "val_target_acc": metrics["val/target_acc"]}
 
 
 def mean_std(values: list[float]) -> str:
