@@ -96,7 +96,7 @@ class Advice:
             out["warning"] = self.warning
         return out
 
-    def report(self) -> str:
+    def report(self, with_warning: bool = True) -> str:
         """Lines for the console and TensorBoard."""
         m = self.measured
         keys = ", ".join(f"{k}={v}" for k, v in self.keys.items())
@@ -109,7 +109,7 @@ class Advice:
         if m.probe_acc is not None:
             lines.append(f"  linear probe: val acc {m.probe_acc:.3f} (chance {m.chance:.3f})")
         lines.append(f"  reason: {self.reason}")
-        if self.warning:
+        if self.warning and with_warning:
             lines.append(f"  WARNING: {self.warning}")
         return "\n".join(lines)
 

@@ -53,7 +53,7 @@ def advise(auto: Auto, datamodule: ClassificationDataModule, model: TransferMode
     start = time.perf_counter()
     measured = measure(auto, datamodule, model, trainer_cfg)
     advice = decide(measured, auto, int(trainer_cfg["max_epochs"]))
-    for line in advice.report().splitlines():
+    for line in advice.report(with_warning=False).splitlines():
         log.info(line)
     if advice.warning:
         log.warning("finetune=auto: %s", advice.warning)
