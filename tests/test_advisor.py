@@ -131,6 +131,15 @@ def test_partial_depth_follows_where_the_shift_is():
     assert decide(input_shift, Auto(), max_epochs=10).strategy == "full"
 
 
+def test_shared_keys_pass_to_the_chosen_strategy_but_not_to_scratch():
+    auto = Auto(backbone_lr_mult=0.01)
+    advice = decide(situation(63, CALM, 0.97), auto, max_epochs=10)
+    assert advice.record()["keys"] == {"backbone_lr_mult": 0.01, "n_blocks": 1}
+    assert advice.build_strategy().backbone_lr_mult == 0.01
+    scratch = decide(situation(10, SHIFTED, 0.3), auto, max_epochs=10)
+    assert scratch.record()["keys"] == {} and scratch.build_strategy().backbone_lr_mult == 1.0
+
+
 def test_disagreeing_measures_count_as_similar_and_say_why():
     advice = decide(situation(10, SHIFTED, 0.93), Auto(), max_epochs=10)
     assert advice.domain == "similar" and advice.strategy == "classifier_only"

@@ -75,17 +75,22 @@ class Advice:
     warning: str | None = None
     shared_keys: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def given_keys(self) -> dict[str, Any]:
+        """Every key the chosen strategy gets: ``auto``'s shared keys set away from their defaults
+        (not to scratch), then the keys derived from the measurements."""
+        return {**({} if self.strategy == "scratch" else self.shared_keys), **self.keys}
+
     def build_strategy(self) -> FinetuneStrategy:
-        """The strategy object to train (the shared keys of ``auto`` pass on, except to scratch)."""
-        shared = {} if self.strategy == "scratch" else self.shared_keys
-        return STRATEGIES[self.strategy](**shared, **self.keys)
+        """The strategy object to train."""
+        return STRATEGIES[self.strategy](**self.given_keys)
 
     def record(self) -> dict[str, Any]:
         """``finetune_detail.auto`` of results.json."""
         m = self.measured
         out = {
             "strategy": self.strategy,
-            "keys": dict(self.keys),
+            "keys": self.given_keys,
             "cell": {"domain": self.domain, "size": self.size},
             "shift": {"per_block": dict(zip(m.blocks, m.block_shift)), "overall": m.overall_shift},
             "probe_acc": m.probe_acc,
@@ -99,7 +104,7 @@ class Advice:
     def report(self, with_warning: bool = True) -> str:
         """Lines for the console and TensorBoard."""
         m = self.measured
-        keys = ", ".join(f"{k}={v}" for k, v in self.keys.items())
+        keys = ", ".join(f"{k}={v}" for k, v in self.given_keys.items())
         lines = [f"finetune=auto -> {self.strategy}{f' ({keys})' if keys else ''}"]
         lines.append(f"  cell: domain {self.domain or '-'}, size {self.size}")
         lines.append(f"  samples per class: {m.samples_per_class:.1f} ({m.num_classes} classes)")
@@ -124,7 +129,6 @@ def decide(m: Measurements, auto: Auto, max_epochs: int) -> Advice:
     size = "small" if small else "large"
     size_text = (f"{m.samples_per_class:.1f} labelled training samples per class "
                  f"({'<' if small else '>='} large_from={auto.large_from}: {size} data)")
-    shared = {k: v for k, v in auto.shared_keys().items() if v != getattr(FinetuneStrategy, k)}
     if not m.pretrained:
         reason = f"the model starts from random weights: nothing to transfer, so scratch; {size_text}"
         return Advice("scratch", {}, None, size, reason, m)
@@ -135,17 +139,21 @@ def decide(m: Measurements, auto: Auto, max_epochs: int) -> Advice:
         strategy, keys, keys_text = "full", {}, f"{keys_text}: every block, so full"
     choice = f"{domain} domain with {size} data -> {strategy}{f' ({keys_text})' if keys_text else ''}"
     reason = f"{size_text}; {domain_text}; {choice}"
-    warning = None
-    if domain == "different" and small:
-        warning = (
-            f"transfer is unsuitable here: the target differs from the pretraining data and has only "
-            f"{m.samples_per_class:.0f} labels per class, where every fine-tuning strategy does poorly. "
-            f"Instead: train from scratch ({'this run does' if strategy == 'scratch' else f'this run trains {strategy}, as finetune.different_small says'}), "
-            f"collect more labels (>= {auto.large_from} per class moves the run to the large cell), or, "
-            f"with unlabelled target images, domain adaptation: `{DA_COMMAND}` (digits -> digits_m), "
-            f"for your own images `{DA_OWN_DATA}`"
-        )
+    warning = _unsuitable(m, auto, strategy) if domain == "different" and small else None
+    shared = {k: v for k, v in auto.shared_keys().items() if v != getattr(FinetuneStrategy, k)}
     return Advice(strategy, keys, domain, size, reason, m, warning, shared)
+
+
+def _unsuitable(m: Measurements, auto: Auto, strategy: str) -> str:
+    """The different/small cell's warning: transfer is unsuitable, and what to do instead."""
+    runs = "this run does" if strategy == "scratch" else f"this run trains {strategy}, as finetune.different_small says"
+    return (
+        f"transfer is unsuitable here: the target differs from the pretraining data and has only "
+        f"{m.samples_per_class:.0f} labels per class, where every fine-tuning strategy does poorly. Instead: "
+        f"train from scratch ({runs}), collect more labels (>= {auto.large_from} per class moves the run to "
+        f"the large cell), or, with unlabelled target images, domain adaptation: `{DA_COMMAND}` "
+        f"(digits -> digits_m), for your own images `{DA_OWN_DATA}`"
+    )
 
 
 def _domain(m: Measurements, auto: Auto) -> tuple[str, str]:
