@@ -43,7 +43,7 @@ def test_readme_has_the_commands_it_promises():
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_readme_command_composes(tmp_path, command):
     cfg = compose_cfg(tmp_path, *overrides_of(command))
-    assert cfg.mode in {"train", "test", "predict", "env", "models"}
+    assert cfg.mode in {"train", "test", "predict", "advise", "env", "models"}
 
 
 FINETUNE_ROWS = [c for c in COMMANDS if "finetune=" in c and "model=resnet18" in c and "weights" not in c]

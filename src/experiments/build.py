@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning as L
@@ -17,8 +17,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.datamodules.base import ClassificationDataModule
+from experiments.finetune.advice import Advice
 from experiments.finetune.groups import count_parameters
-from experiments.finetune.strategies import FinetuneStrategy
+from experiments.finetune.strategies import Auto, FinetuneStrategy
 from experiments.models.core import TransferModel, create_model
 from experiments.reporting.hparams import hparams_of
 
@@ -33,6 +34,8 @@ class Components:
     datamodule: ClassificationDataModule
     model: TransferModel
     module: L.LightningModule
+    #: finetune=auto: what was measured and why ``strategy`` was chosen
+    advice: Advice | None = None
 
 
 def model_from_config(model_cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...],
@@ -73,14 +76,27 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule, strategy:
     return model
 
 
-def build_components(cfg: DictConfig) -> Components:
-    """Seeded: the strategy, the data, the model sized from it and the LightningModule around it."""
+def build_components(cfg: DictConfig, strategy: FinetuneStrategy | None = None) -> Components:
+    """Seeded: the strategy (``cfg.finetune`` unless given), the data, the model sized from it and
+    the LightningModule around it.
+
+    ``finetune=auto`` measures the run here and is replaced by the strategy it chooses before the
+    module is built (:func:`build_chosen`).
+    """
     L.seed_everything(cfg.seed, workers=True)
-    strategy: FinetuneStrategy = instantiate(cfg.finetune)
+    strategy = strategy or instantiate(cfg.finetune)
     datamodule: ClassificationDataModule = instantiate(cfg.data)
     model = build_model(cfg, datamodule, strategy)
-    strategy.validate(cfg.trainer.max_epochs, n_blocks=len(model.blocks))
     datamodule.set_preprocessing(model.preprocessing)
+    if isinstance(strategy, Auto):
+        return build_chosen(cfg, strategy, datamodule, model)
+    return assemble(cfg, strategy, datamodule, model)
+
+
+def assemble(cfg: DictConfig, strategy: FinetuneStrategy, datamodule: ClassificationDataModule,
+             model: TransferModel) -> Components:
+    """The LightningModule that trains ``model`` with ``strategy``, checked against the data."""
+    strategy.validate(cfg.trainer.max_epochs, n_blocks=len(model.blocks))
     module = instantiate(cfg.module)(
         model=model,
         num_classes=datamodule.num_classes,
@@ -91,6 +107,24 @@ def build_components(cfg: DictConfig) -> Components:
     )
     module.check_data(datamodule)  # classification or domain adaptation (adapt= selects module=)
     return Components(strategy, datamodule, model, module)
+
+
+def build_chosen(cfg: DictConfig, auto: Auto, datamodule: ClassificationDataModule, model: TransferModel) -> Components:
+    """``finetune=auto``: measure the run, then build it with the strategy the advisor chose.
+
+    Measuring changes neither the weights nor the random state, so a pretrained choice trains the
+    very model and data a run with that strategy named would; ``scratch`` is built afresh (random
+    init, the data's own normalisation), exactly as ``finetune=scratch`` builds it.
+    """
+    from experiments.finetune.advisor import advise
+
+    advice = advise(auto, datamodule, model, cfg.trainer)
+    chosen = advice.build_strategy()
+    if chosen.uses_pretrained:
+        parts = assemble(cfg, chosen, datamodule, model)
+    else:
+        parts = build_components(cfg, chosen)
+    return replace(parts, advice=advice)
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] = (), **settings: Any) -> L.Trainer:

@@ -40,6 +40,10 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), callbacks: Sequence[An
     fit_data = cache.fit_datamodule()
     trainer = build_trainer(cfg, [finetune, *cache.callbacks(), *callbacks], **cache.trainer_settings())
     log_config(trainer, cfg, list(overrides))
+    if parts.advice is not None:  # finetune=auto: its numbers and reason beside the curves
+        from experiments.finetune.advisor import log_advice_text
+
+        log_advice_text(trainer, parts.advice)
 
     trainer.fit(parts.module, datamodule=fit_data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     callback = trainer.checkpoint_callback
@@ -52,8 +56,28 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), callbacks: Sequence[An
         "finetune_detail": {
             **finetune.summary(parts.model, trainer.optimizers[0] if trainer.optimizers else None),
             "feature_cache": cache.record(),
+            **({"auto": parts.advice.record()} if parts.advice is not None else {}),
         },
     }
+
+
+def advise(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
+    """``mode=advise``: finetune=auto's analysis (labels per class, domain shift, linear probe, the
+    cell and the strategy it would train, and why) on the console and in the record; no training.
+
+    Uses ``finetune=auto``'s keys when that is the configured strategy, its defaults otherwise.
+    """
+    from hydra.utils import instantiate
+
+    from experiments.build import build_components, run_facts
+    from experiments.finetune.strategies import Auto
+
+    strategy = instantiate(cfg.finetune)
+    if not isinstance(strategy, Auto):
+        log.info("mode=advise: finetune=%s ignored, analysing with finetune=auto's defaults", strategy.name)
+        strategy = Auto()
+    parts = build_components(cfg, strategy)
+    return {**run_facts(parts), "finetune_detail": {"auto": parts.advice.record()}}
 
 
 def test_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
@@ -111,6 +135,7 @@ TASKS: dict[str, Task] = {
     "train": train,
     "test": test_checkpoint,
     "predict": predict,
+    "advise": advise,
     "env": check_environment,
     "models": list_models,
 }

@@ -1,6 +1,7 @@
 """Fine-tuning strategies (``finetune=``) and the callback that applies them."""
 
 from experiments.finetune.strategies import (
+    Auto,
     ClassifierOnly,
     FinetuneStrategy,
     Full,
@@ -10,4 +11,4 @@ from experiments.finetune.strategies import (
     Scratch,
 )
 
-__all__ = ["ClassifierOnly", "FinetuneStrategy", "Full", "Gradual", "LinearProbeThenFinetune", "Partial", "Scratch"]
+__all__ = ["Auto", "ClassifierOnly", "FinetuneStrategy", "Full", "Gradual", "LinearProbeThenFinetune", "Partial", "Scratch"]

@@ -1,7 +1,8 @@
 """Custom models: plain ``nn.Module`` classifiers that take ``num_classes`` and ``in_chans``.
 
-Any user module with that constructor works through ``model=custom``; these two ship with the
-framework. Their last ``nn.Linear`` is the head (see :func:`experiments.models.core.find_head`).
+Any user module with that constructor works through ``model=custom``; ``SmallCNN``, ``SmallResNet``
+and ``EncoderDecoderClassifier`` ship with the framework. Their last ``nn.Linear`` is the head (see
+:func:`experiments.models.core.find_head`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,50 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.fc(self.pool(self.stage3(self.stage2(self.stage1(x)))))
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 conv-BN layers with a skip connection (1x1 conv-BN when the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """A small ResNet for 32x32 images: a conv-BN-ReLU stem, four residual stages of widths
+    ``width * (1, 2, 4, 8)``, each halving the resolution (32x32 -> 2x2: cheap enough for CPU
+    sweeps), global average pooling and a linear head. Its blocks for fine-tuning are ``stem``,
+    ``stage1`` .. ``stage4`` (five, input side first), so ``partial`` and ``gradual`` have depths to
+    choose from. Any input size works.
+    """
+
+    def __init__(self, num_classes: int, in_chans: int = 3, width: int = 16, dropout: float = 0.0) -> None:
+        super().__init__()
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True))
+        self.stage1 = ResidualBlock(width, widths[0], stride=2)
+        self.stage2 = ResidualBlock(widths[0], widths[1], stride=2)
+        self.stage3 = ResidualBlock(widths[1], widths[2], stride=2)
+        self.stage4 = ResidualBlock(widths[2], widths[3], stride=2)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
+        self.fc = nn.Linear(widths[3], num_classes)
+
+    def forward(self, x):
+        x = self.stage4(self.stage3(self.stage2(self.stage1(self.stem(x)))))
+        return self.fc(self.pool(x))
 
 
 class EncoderDecoderClassifier(nn.Module):
