@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import compose_cfg
-from hydra.utils import instantiate
 
+from experiments.build import model_from_config
 from experiments.datamodules.transforms import build_transform
 from experiments.errors import WeightsError
 from experiments.models import packaged_weights, timm_models
+from experiments.models.core import create_model
 from experiments.models.packaged_weights import efficientnet_pytorch_key_map, efficientnet_pytorch_to_timm, timm_block_layout
 
 SOURCE = packaged_weights.SOURCES["tf_efficientnet_lite0"]

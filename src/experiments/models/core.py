@@ -14,6 +14,7 @@ own; torchvision families get matchers in :mod:`experiments.models.torchvision_m
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any
@@ -188,13 +189,13 @@ def group_blocks(backbone: nn.Module, group_matcher: dict[str, Any] | None) -> l
         return [Block(key, tuple(names)) for key, names in groups.items()]
     from timm.models import group_parameters
 
-    grouped = group_parameters(backbone, group_matcher)
-    blocks = []
-    for index, names in grouped.items():
-        names = tuple(names)
-        label = _block_label(names)
-        blocks.append(Block(f"{index}:{label}", names))
-    return blocks
+    grouped = {index: tuple(names) for index, names in group_parameters(backbone, group_matcher).items()}
+    labels = {index: _block_label(names) for index, names in grouped.items()}
+    # a wrapper's path shared by every block (``body.encoder.``) says nothing: drop it
+    shared = os.path.commonprefix([label + "." for label in labels.values()]).rpartition(".")[0]
+    if shared and len(labels) > 1 and all(label != shared for label in labels.values()):
+        labels = {index: label[len(shared) + 1:] for index, label in labels.items()}
+    return [Block(f"{index}:{labels[index]}", names) for index, names in grouped.items()]
 
 
 def _block_label(names: tuple[str, ...]) -> str:
