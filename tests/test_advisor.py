@@ -100,7 +100,7 @@ SHIFTED = (0.35, 0.40, 0.30, 0.25, 0.20)
     [
         (situation(10, CALM, 0.95), ("similar", "small"), "classifier_only", {}),
         (situation(63, CALM, 0.97), ("similar", "large"), "partial", {"n_blocks": 1}),
-        (situation(10, SHIFTED, 0.30), ("different", "small"), "scratch", {}),
+        (situation(10, SHIFTED, 0.30), ("different", "small"), "full", {}),
         (situation(1000, SHIFTED, 0.35), ("different", "large"), "full", {}),
     ],
 )
@@ -121,18 +121,18 @@ def test_four_situations_land_in_their_cell_and_the_reason_names_the_numbers(mea
 
 
 def test_partial_depth_follows_where_the_shift_is():
-    late_shift = situation(63, (0.01, 0.02, 0.05, 0.20, 0.30), 0.9)  # overall 0.116: similar
-    advice = decide(late_shift, Auto(), max_epochs=10)
+    late_shift = situation(63, (0.01, 0.02, 0.05, 0.20, 0.30), 0.9)  # overall 0.116; the probe says similar
+    advice = decide(late_shift, Auto(shift_threshold=0.15), max_epochs=10)
     assert advice.strategy == "partial" and advice.keys == {"n_blocks": 2}
     assert "stage3" in advice.reason
     strategy = advice.build_strategy()
     assert isinstance(strategy, Partial) and strategy.n_blocks == 2
     input_shift = situation(63, (0.5, 0.2, 0.1, 0.05, 0.05), 0.9)  # the input differs: every block -> full
-    assert decide(input_shift, Auto(), max_epochs=10).strategy == "full"
+    assert decide(input_shift, Auto(shift_threshold=0.15), max_epochs=10).strategy == "full"
 
 
 def test_shared_keys_pass_to_the_chosen_strategy_but_not_to_scratch():
-    auto = Auto(backbone_lr_mult=0.01)
+    auto = Auto(backbone_lr_mult=0.01, different_small="scratch")
     advice = decide(situation(63, CALM, 0.97), auto, max_epochs=10)
     assert advice.record()["keys"] == {"backbone_lr_mult": 0.01, "n_blocks": 1}
     assert advice.build_strategy().backbone_lr_mult == 0.01

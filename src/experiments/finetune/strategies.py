@@ -242,12 +242,12 @@ class Auto(FinetuneStrategy):
 
     name: str = "auto"
     large_from: int = 25
-    shift_threshold: float = 0.15
+    shift_threshold: float = 0.05
     probe_threshold: float = 0.6
     max_samples: int = 2000
     similar_small: str = "classifier_only"
     similar_large: str = "partial"
-    different_small: str = "scratch"
+    different_small: str = "full"
     different_large: str = "full"
 
     def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
