@@ -9,10 +9,9 @@ keys:
 * **domain**, a model with BatchNorm: ``different`` when the BatchNorm shift (overall) reaches
   ``shift_threshold`` *and* the linear probe's accuracy, measured from chance (0) to perfect (1),
   stays under ``probe_threshold``. When the two disagree the run counts as ``similar`` and the
-  reason says which one disagreed: calling a similar domain different costs the most (a small
-  similar target would train from scratch, where a frozen backbone does far better), the other
-  mistake costs little (a frozen backbone still beat scratch on a very different small target in
-  the project's quick check). A model without BatchNorm: the probe alone.
+  reason says which one disagreed: on the strategy table (README) calling a similar domain
+  different costs more (a large similar target would train every block instead of the last ones)
+  than the other mistake. A model without BatchNorm: the probe alone.
 * **random init**: nothing to transfer, ``scratch`` (domain ``None``).
 * **strategy** of the cell: ``Auto.<domain>_<size>``; the keys follow the measurements:
   ``partial.n_blocks`` counts the blocks from the head down to the earliest one whose shift reaches
