@@ -83,7 +83,8 @@ def run_task(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: list[str
         if outcome is None:  # env, models: nothing to record
             return None
         record.update(outcome, status="ok")
-    except Exception as err:  # recorded, reported once, then a non-zero exit (or the next job)
+    except Exception as raised:  # recorded, reported once, then a non-zero exit (or the next job)
+        err = own_error(raised)
         record["error"] = f"{type(err).__name__}: {err}"
         failure: BaseException | None = err
     else:
@@ -105,10 +106,35 @@ def run_task(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: list[str
     return metrics.get(cfg.objective)
 
 
+def own_error(err: BaseException) -> BaseException:
+    """The framework's own error inside Hydra's ``InstantiationException`` wrapper (a data option's
+    constructor raised it), so it is reported as one paragraph; any other error as it is."""
+    cause = err
+    while cause.__cause__ is not None and not isinstance(cause, ExperimentError):
+        cause = cause.__cause__
+    return cause if isinstance(cause, ExperimentError) else err
+
+
 def check_launch(cfg: DictConfig, multirun: bool) -> None:
-    """Refuse DDP inside a local sweep: its extra processes re-run the command line, which would
-    start the whole sweep again in each of them."""
+    """Refuse launches that would run wrongly: DDP inside a local sweep (its extra processes re-run
+    the command line, which would start the whole sweep again in each of them), ``ddp_spawn``
+    (its results come back from a spawned process without the state the record needs), and a
+    GPU trainer on a machine without one."""
     strategy = str(OmegaConf.select(cfg, "trainer.strategy", default="auto"))
+    if "spawn" in strategy:
+        raise ConfigError(
+            f"trainer.strategy={strategy} is not supported: the spawned processes' metrics and epoch "
+            "count do not reach the results record; use trainer=ddp (trainer.strategy=ddp)"
+        )
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    if accelerator in ("gpu", "cuda") and cfg.mode in ("train", "test", "predict"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.accelerator={accelerator} but this machine has no CUDA GPU that torch "
+                f"{torch.__version__} can use: use trainer=cpu (python run.py mode=env explains why)"
+            )
     if multirun and strategy.startswith("ddp") and "spawn" not in strategy and "SLURM_JOB_ID" not in os.environ:
         raise ConfigError(
             f"trainer.strategy={strategy} in a multirun: DDP starts its processes by re-running the "
@@ -134,7 +160,7 @@ def _save_config(cfg: DictConfig, path: Path) -> None:
 
 def report_error(err: BaseException) -> None:
     """One paragraph for our own errors; the traceback for anything unexpected (a bug)."""
-    if isinstance(err, ExperimentError) and not os.environ.get("HYDRA_FULL_ERROR"):
+    if isinstance(err, ExperimentError) and os.environ.get("HYDRA_FULL_ERROR") != "1":  # Hydra's meaning
         log.error("error: %s", err)
         print(f"error: {err}", file=sys.stderr)
     else:

@@ -24,9 +24,22 @@ def objective_mode(metric: str) -> str:
     return "min" if "loss" in metric or "error" in metric else "max"
 
 
+def bounded_name(text: str, limit: int = 100) -> str:
+    """``text`` cut to ``limit`` characters, its tail replaced by a hash when longer (resolver
+    ``${bounded_name:...}``): a sweep job's dir name stays under the file system's 255-byte limit
+    however many overrides it has; the full overrides stay in the job's .hydra/ and results.json."""
+    if len(text) <= limit:
+        return text
+    import hashlib
+
+    return f"{text[: limit - 9]}~{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("objective_mode"):
         OmegaConf.register_new_resolver("objective_mode", objective_mode)
+    if not OmegaConf.has_resolver("bounded_name"):
+        OmegaConf.register_new_resolver("bounded_name", bounded_name)
 
 
 register_resolvers()
@@ -37,34 +50,51 @@ def _distinct_indices(value: Any) -> bool:
     return bool(items) and len(set(items)) == len(items) and all(isinstance(i, int) and i >= 0 for i in items)
 
 
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "64", "transformer-engine")
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # YAML's true is not 1
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 # (key, predicate, what is allowed). A missing key is skipped: not every option has every key.
 _Rule = tuple[str, Callable[[Any], bool], str]
 _RULES: list[_Rule] = [
     ("mode", lambda v: v in MODES, f"one of {', '.join(MODES)}"),
-    ("seed", lambda v: isinstance(v, int), "an integer"),
-    ("data.batch_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    ("data.eval_batch_size", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
-    ("data.num_workers", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-    ("data.prefetch_factor", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
-    ("data.val_fraction", lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a number in (0, 1)"),
-    ("data.test_fraction", lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a number in (0, 1)"),
-    ("data.train_fraction", lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]"),
-    ("data.samples_per_class", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
+    ("seed", lambda v: _int(v), "an integer"),
+    ("data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("data.eval_batch_size", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
+    ("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    ("data.prefetch_factor", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
+    ("data.val_fraction", lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)"),
+    ("data.test_fraction", lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)"),
+    ("data.train_fraction", lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1]"),
+    ("data.samples_per_class", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
     ("data.partition", lambda v: v in PARTITIONS, f"one of {', '.join(PARTITIONS)}"),
     ("data.classes", lambda v: v is None or _distinct_indices(v), "null or a non-empty list of distinct class indices >= 0"),
-    *((f"data.{key}", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+    *((f"data.{key}", lambda v: _int(v) and v >= 1, "an integer >= 1")
       for key in ("patches_per_digit", "eval_patches_per_digit")),
     *((f"data.{flag}", lambda v: isinstance(v, bool), "true or false")
       for flag in ("shuffle", "drop_last", "pin_memory", "persistent_workers", "download")),
-    ("data.num_classes", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
+    ("data.num_classes", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
     ("data.channels", lambda v: v in (1, 3), "1 (grey) or 3 (RGB)"),
     ("data.sparse_format", lambda v: v in ("coo", "csr", "csc", "dense"), "one of coo, csr, csc, dense"),
-    ("data.n_features", lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
+    ("data.n_features", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
     ("data.features", lambda v: v in ("tokens", "tfidf"), "tokens or tfidf"),
-    ("data.max_length", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
-    ("optimizer.lr", lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
-    ("optimizer.weight_decay", lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
-    ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("data.max_length", lambda v: _int(v) and v >= 2, "an integer >= 2"),
+    ("optimizer.lr", lambda v: _num(v) and v > 0, "a number > 0"),
+    ("optimizer.weight_decay", lambda v: _num(v) and v >= 0, "a number >= 0"),
+    ("trainer.max_epochs", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("data.image_size", lambda v: v is None or v == "model" or (_int(v) and v >= 1) or (
+        isinstance(v, ListConfig) and len(v) == 2 and all(_int(x) and x >= 1 for x in v)),
+     "null, model, an integer >= 1 or [H, W]"),
+    ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    ("scheduler.step_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("scheduler.T_max", lambda v: _int(v) and v >= 1, "an integer >= 1"),
 ]
 
 
@@ -97,6 +127,10 @@ def validate(cfg: DictConfig) -> None:
         present, value = _select(cfg, key)
         if present and not ok(value):
             problems.append(f"{key}={value!r} is invalid: expected {allowed}")
+    val, test = (OmegaConf.select(cfg, f"data.{k}_fraction", default=None) for k in ("val", "test"))
+    if not problems and _num(val) and _num(test) and val + test >= 1:
+        problems.append(f"data.val_fraction={val} + data.test_fraction={test} leave no training data: "
+                        "keep their sum under 1 (e.g. 0.15 + 0.15)")
     if not problems and OmegaConf.select(cfg, "finetune._target_", default=None):
         problems += _strategy_problems(cfg)
     if problems:

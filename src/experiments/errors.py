@@ -29,3 +29,7 @@ class DataError(ExperimentError):
 
 class FinetuneError(ExperimentError, ValueError):
     """A fine-tuning strategy does not fit the model (e.g. more blocks asked than it has)."""
+
+
+class TrainingError(ExperimentError):
+    """Training went wrong in a way the user can fix (a loss that became NaN or infinite)."""

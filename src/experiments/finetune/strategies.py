@@ -181,6 +181,12 @@ class Gradual(FinetuneStrategy):
         u, r = self.unfreeze_every, self.block_lr_decay
         _require(_integer(u) and u >= 1, "unfreeze_every", u, "an integer >= 1")
         _require(_number(r) and 0 < r <= 1, "block_lr_decay", r, "a number in (0, 1]")
+        if u >= max_epochs:
+            raise FinetuneError(
+                f"finetune.unfreeze_every={u} with trainer.max_epochs={max_epochs}: no block ever thaws "
+                f"(the first thaws at epoch {u}); lower unfreeze_every or raise max_epochs, or use "
+                "finetune=classifier_only if that is what you want"
+            )
 
 
 @dataclass

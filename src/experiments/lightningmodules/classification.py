@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from experiments.errors import ConfigError
+from experiments.errors import ConfigError, TrainingError
 from experiments.finetune.groups import build_param_groups
 from experiments.finetune.strategies import FinetuneStrategy
 from experiments.models.core import TransferModel
@@ -124,7 +124,18 @@ class ClassificationModule(L.LightningModule):
         return logged
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
+        self._check_finite(self._log_epoch("train"))
+
+    def _check_finite(self, logged: dict[str, torch.Tensor]) -> None:
+        """Stop a run whose training loss became NaN or infinite, with the fix; checked once per
+        epoch on the accumulated mean (a per-step check would cost a host sync every step)."""
+        for key, value in logged.items():
+            if key.endswith("loss") and not torch.isfinite(value):
+                raise TrainingError(
+                    f"{key} became {value.item()} in epoch {self.current_epoch} (by step {self.global_step}); "
+                    f"lower optimizer.lr (now {self.base_lr:g}) or set trainer.gradient_clip_val=1.0. "
+                    "Checkpoints of the epochs before are kept"
+                )
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")

@@ -1,0 +1,85 @@
+"""Bad input and faults: a clear error naming key, value and fix, a non-zero exit, a record."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from conftest import compose_cfg, run_job
+
+from experiments.cli import check_launch, own_error, report_error
+from experiments.config import bounded_name, validate
+from experiments.errors import ConfigError, DataError
+from experiments.results import read_results
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=true", r"data\.batch_size=True is invalid: expected an integer >= 1"),
+        ("data.image_size=-5", r"data\.image_size=-5 is invalid"),
+        ("data.image_size=abc", r"data\.image_size='abc' is invalid: expected null, model, an integer"),
+        ("trainer.precision=fp16", r"trainer\.precision='fp16' is invalid: expected one of 32-true"),
+        ("scheduler=step scheduler.step_size=0", r"scheduler\.step_size=0 is invalid"),
+        ("data.val_fraction=0.5 data.test_fraction=0.5", r"leave no training data"),
+        ("finetune=lp_ft finetune.probe_epochs=abc", r"finetune\.probe_epochs='abc' is invalid: expected an integer"),
+        ("finetune=gradual finetune.unfreeze_every=50 trainer.max_epochs=2", r"no block ever thaws"),
+    ],
+)
+def test_bad_values_are_refused_before_anything_loads(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_cfg(tmp_path, *override.split()))
+
+
+def test_ddp_spawn_is_refused_with_the_alternative(tmp_path):
+    with pytest.raises(ConfigError, match=r"ddp_spawn is not supported.*trainer=ddp"):
+        check_launch(compose_cfg(tmp_path, "trainer.strategy=ddp_spawn"), multirun=False)
+
+
+def test_gpu_trainer_without_a_gpu_says_so(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match=r"trainer\.accelerator=gpu .* no CUDA GPU.*trainer=cpu"):
+        check_launch(compose_cfg(tmp_path, "trainer=gpu", "trainer.accelerator=gpu"), multirun=False)
+    check_launch(compose_cfg(tmp_path, "trainer=gpu", "trainer.accelerator=gpu", "mode=env"), multirun=False)
+
+
+def test_diverging_loss_fails_the_run_with_the_fix(tmp_path):
+    cfg = compose_cfg(tmp_path, "optimizer.lr=1e10", "trainer.max_epochs=2", "logger=none", "scheduler=none")
+    with pytest.raises(SystemExit):  # as the command exits 1
+        run_job(cfg)
+    record = read_results(tmp_path)
+    assert record["status"] == "failed" and record["error"].startswith("TrainingError")
+    assert "became nan" in record["error"] and "lower optimizer.lr (now 1e+10)" in record["error"]
+
+
+def test_own_error_inside_hydra_instantiation_is_reported_as_itself(tmp_path, caplog):
+    cfg = compose_cfg(tmp_path, "data=image_folder", f"data.root={tmp_path / 'nope'}", "logger=none")
+    with pytest.raises(SystemExit):
+        run_job(cfg)
+    error = read_results(tmp_path)["error"]
+    assert error.startswith("DataError") and "nope" in error and "InstantiationException" not in error
+    wrapped = RuntimeError("wrapper")
+    wrapped.__cause__ = DataError("the real one")
+    assert str(own_error(wrapped)) == "the real one"
+
+
+@pytest.mark.parametrize(("value", "traceback"), [("0", False), ("", False), ("1", True)])
+def test_hydra_full_error_means_only_1(monkeypatch, caplog, value, traceback):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", value)
+    try:
+        raise ConfigError("data.batch_size=0 is invalid")
+    except ConfigError as err:
+        with caplog.at_level(logging.ERROR, logger="experiments"):
+            report_error(err)
+    assert ("Traceback" in caplog.text) is traceback
+
+
+def test_sweep_job_dir_names_stay_bounded():
+    overrides = ",".join(f"optimizer.param_{i}={i * 1000.123}" for i in range(12))
+    name = bounded_name(overrides)
+    assert len(overrides) > 255 and len(name) == 100
+    assert bounded_name(overrides) == name and bounded_name(overrides + "x") != name
+    assert bounded_name("optimizer.lr=0.1") == "optimizer.lr=0.1"
