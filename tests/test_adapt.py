@@ -312,3 +312,22 @@ def test_an_unlabelled_target_folder_is_trained_on_and_not_evaluated(tmp_path):
         train(compose_cfg(tmp_path / "oracle", *folders, "adapt=oracle"))
     with pytest.raises(ConfigError, match="adapt is null"):
         train(compose_cfg(tmp_path / "none", *folders))
+
+
+def test_channel_tint_scales_each_channel_by_its_own_factor_within_bounds():
+    from experiments.datamodules.transforms import RandomChannelTint
+
+    torch.manual_seed(0)
+    image = torch.full((3, 4, 4), 0.5)
+    tinted = RandomChannelTint(0.7, 1.3)(image)
+    factors = tinted[:, 0, 0] / 0.5
+    assert torch.all((factors >= 0.7) & (factors <= 1.3)) and len(set(factors.tolist())) == 3
+    assert torch.equal(tinted, tinted[:, :1, :1].expand_as(tinted))  # one factor per channel
+    with pytest.raises(ValueError, match="low <= high"):
+        RandomChannelTint(1.3, 0.7)
+
+
+def test_shared_normalisation_applies_to_both_domains():
+    pair = DomainPairDataModule(DigitsDataModule(), DigitsDataModule(), mean=[0.5], std=[0.5])
+    pair.set_preprocessing(Preprocessing(in_chans=1))
+    assert pair.source.preprocessing.mean == pair.target.preprocessing.mean == (0.5,)
