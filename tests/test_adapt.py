@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import compose_cfg
-from hydra.utils import instantiate
 from torch import nn
 from torch.utils.data import Dataset
 

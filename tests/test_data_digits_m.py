@@ -11,7 +11,7 @@ from conftest import run_job
 from hydra.utils import instantiate
 
 from experiments.config import validate
-from experiments.datamodules import DigitsDataModule, DigitsMDataModule
+from experiments.datamodules import DigitsDataModule
 from experiments.datamodules.digits import load_digit_tensors
 from experiments.datamodules.digits_m import SIZE, STRIPE_WIDTH, build_digits_m, load_photos
 from experiments.datamodules.selection import partition_indices

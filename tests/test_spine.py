@@ -11,7 +11,6 @@ import torch
 import yaml
 from conftest import CONF, compose_cfg, run_cli, run_job
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from experiments.results import read_results
 
