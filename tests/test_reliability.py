@@ -6,6 +6,7 @@ import logging
 
 import pytest
 from conftest import compose_cfg, run_job
+from omegaconf import OmegaConf
 
 from experiments.cli import check_launch, own_error, report_error
 from experiments.config import bounded_name, validate
@@ -83,3 +84,24 @@ def test_sweep_job_dir_names_stay_bounded():
     assert len(overrides) > 255 and len(name) == 100
     assert bounded_name(overrides) == name and bounded_name(overrides + "x") != name
     assert bounded_name("optimizer.lr=0.1") == "optimizer.lr=0.1"
+
+
+def test_a_failed_resume_or_rerun_keeps_the_finished_runs_record(tmp_path):
+    from experiments.cli import run_task
+
+    run = tmp_path / "run"
+    finished = run_job(compose_cfg(run, "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "logger=none"))
+    (run / ".hydra").mkdir()
+    OmegaConf.save(compose_cfg(run, "trainer.max_epochs=1", "logger=none"), run / ".hydra" / "config.yaml")
+    before = (run / "results.json").read_bytes()
+    # a resume from its checkpoint with a bad value: the resume continues in the finished run's dir
+    resume_dir = tmp_path / "resume"
+    cfg = compose_cfg(resume_dir, f"ckpt_path={finished['best_checkpoint']}", "optimizer.lr=-1")
+    with pytest.raises(SystemExit):
+        run_task(cfg, resume_dir, False, ["optimizer.lr=-1"])
+    # a rerun into the finished run's own dir with a bad value
+    with pytest.raises(SystemExit):
+        run_task(compose_cfg(run, "data.batch_size=0"), run, False, ["data.batch_size=0"])
+    assert (run / "results.json").read_bytes() == before
+    assert "optimizer.lr" in read_results(resume_dir)["error"]
+    assert "data.batch_size" in read_results(run / "failed")["error"]

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.config import objective_mode, validate
 from experiments.errors import ConfigError, ExperimentError
 from experiments.from_checkpoint import config_for_checkpoint, uses_checkpoint
-from experiments.results import write_results
+from experiments.results import RESULTS_FILE, read_results, write_results
 
 log = logging.getLogger("experiments")
 
@@ -91,7 +91,7 @@ def run_task(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: list[str
         failure = None
     record.update(overrides=overrides, run_dir=str(run_dir), wall_time_s=time.time() - start)
     if _is_global_zero():  # a DDP run's other processes run this too: one record, one log line
-        write_results(run_dir, record)
+        write_results(record_dir(run_dir, hydra_dir, failed=failure is not None), record)
     if failure is not None:
         report_error(failure)
         if multirun:
@@ -104,6 +104,23 @@ def run_task(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: list[str
         label = "done" if cfg.mode == "train" else f"done ({cfg.mode})"
         log.info("%s: %s in %.1fs; run dir %s", label, ", ".join(parts), record["wall_time_s"], run_dir)
     return metrics.get(cfg.objective)
+
+
+def record_dir(run_dir: Path, hydra_dir: Path, failed: bool) -> Path:
+    """Where this job's results.json goes: its run dir, except that a failed command never
+    rewrites a finished run's record (a resume or a rerun into that dir that failed): its record
+    then goes to the command's own Hydra dir, or beside the finished one as ``failed/``."""
+    if not failed or not (run_dir / RESULTS_FILE).is_file():
+        return run_dir
+    try:
+        finished = read_results(run_dir).get("status") == "ok"
+    except ValueError:  # an unreadable record is no finished run's
+        finished = False
+    if not finished:
+        return run_dir
+    target = hydra_dir if hydra_dir.resolve() != run_dir.resolve() else run_dir / "failed"
+    log.error("%s holds a finished run: its record is kept; this failure is recorded in %s", run_dir, target)
+    return target
 
 
 def own_error(err: BaseException) -> BaseException:
