@@ -13,10 +13,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.checkpoints import AtomicCheckpointIO, BackgroundCheckpointIO
 from experiments.datamodules.base import ClassificationDataModule
+from experiments.errors import ConfigError, DataError, ModelError
 from experiments.finetune.advice import Advice
 from experiments.finetune.groups import count_parameters
 from experiments.finetune.strategies import Auto, FinetuneStrategy
@@ -66,6 +68,8 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule, strategy:
     if not use_weights and (cfg.model.get("pretrained") or cfg.model.get("weights")):
         log.warning("finetune=%s starts from random init: model.pretrained/model.weights ignored", strategy.name)
     model = model_from_config(cfg.model, datamodule.num_classes, tuple(datamodule.input_shape), use_weights)
+    if len(datamodule.input_shape) == 1 and getattr(model.preprocessing, "tokenizer", None) is None:
+        check_takes_vectors(model, datamodule)
     frozen_somewhere = strategy.max_depth(cfg.trainer.max_epochs) < len(model.blocks)
     if use_weights and frozen_somewhere and model.info.weights == "random":
         log.warning(
@@ -74,6 +78,31 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule, strategy:
             strategy.name, model.info.name,
         )
     return model
+
+
+def check_takes_vectors(model: TransferModel, datamodule: ClassificationDataModule) -> None:
+    """ModelError when feature-vector data (sparse rows, TF-IDF) meets a model for images: one
+    forward pass of two zero vectors, batched as the data batches them (sparse layouts included),
+    says it before training instead of a conv2d shape error."""
+    import torch
+
+    collate = datamodule.collate_fn()
+    features = datamodule.input_shape[0]
+    if getattr(collate, "layout", None):  # sparse batches (SparseCollate): probe in the same layout
+        probe = collate([(torch.zeros(features).to_sparse(), 0)] * 2)[0]
+    else:
+        probe = torch.zeros(2, features)
+    try:
+        with torch.no_grad():
+            model.eval()(probe)
+    except RuntimeError as err:
+        raise ModelError(
+            f"model {model.info.name} cannot take data={datamodule.name}'s items, vectors of "
+            f"{features} features ({str(err).splitlines()[0]}): use model=sparse_mlp, "
+            "which takes sparse and dense feature vectors"
+        ) from err
+    finally:
+        model.train()
 
 
 def build_components(cfg: DictConfig, strategy: FinetuneStrategy | None = None) -> Components:
@@ -97,6 +126,14 @@ def assemble(cfg: DictConfig, strategy: FinetuneStrategy, datamodule: Classifica
              model: TransferModel) -> Components:
     """The LightningModule that trains ``model`` with ``strategy``, checked against the data."""
     strategy.validate(cfg.trainer.max_epochs, n_blocks=len(model.blocks))
+    if datamodule.num_classes < 2:
+        raise DataError(
+            f"data={datamodule.name} has {datamodule.num_classes} class(es) ({datamodule.class_names()}): "
+            "classification needs at least 2; check data.classes or the class folders under data.root"
+        )
+    for key in ("optimizer", "scheduler"):
+        if cfg.get(key):
+            check_arguments(key, cfg[key])
     module = instantiate(cfg.module)(
         model=model,
         num_classes=datamodule.num_classes,
@@ -106,7 +143,34 @@ def assemble(cfg: DictConfig, strategy: FinetuneStrategy, datamodule: Classifica
         max_epochs=cfg.trainer.max_epochs,
     )
     module.check_data(datamodule)  # classification or domain adaptation (adapt= selects module=)
+    if cfg.mode == "train":
+        check_objective(str(cfg.objective), module.epoch_metrics())
     return Components(strategy, datamodule, model, module)
+
+
+def check_arguments(key: str, node: DictConfig) -> None:
+    """ConfigError when ``node`` (a ``_target_`` config) sets a keyword its target does not take,
+    e.g. ``+optimizer.momentum`` on AdamW: said before training instead of a TypeError after."""
+    target = get_object(str(node._target_))
+    params = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for name in node:
+        if not str(name).startswith("_") and name not in params:
+            takes = ", ".join(p for p in params if p not in ("params", "optimizer", "self"))
+            raise ConfigError(
+                f"{key}.{name} is not an argument of {node._target_} (it takes: {takes}); remove it "
+                f"(~{key}.{name}) or choose another {key} that has it" + (" (optimizer=sgd)" if name == "momentum" else "")
+            )
+
+
+def check_objective(objective: str, logged: set[str]) -> None:
+    """The objective (checkpoint selection, sweeps) must be a metric the run logs every epoch."""
+    if objective not in logged:
+        raise ConfigError(
+            f"objective={objective} is not a metric this run logs; choose one of {sorted(logged)} "
+            "(val/ metrics select without touching the test split)"
+        )
 
 
 def build_chosen(cfg: DictConfig, auto: Auto, datamodule: ClassificationDataModule, model: TransferModel) -> Components:
@@ -132,6 +196,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] = (), **settings:
     ``settings`` (Trainer arguments) that a task adds."""
     configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    background = bool(OmegaConf.select(cfg, "checkpoint.background", default=False))
+    settings.setdefault("plugins", [BackgroundCheckpointIO() if background else AtomicCheckpointIO()])
     return instantiate(cfg.trainer, callbacks=[*configured, *callbacks], logger=loggers or False, **settings)
 
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import objective_mode, validate
 from experiments.errors import ConfigError, ExperimentError
+from experiments.interrupt import interrupted_record, signals_interrupt
 from experiments.from_checkpoint import config_for_checkpoint, uses_checkpoint
 from experiments.results import RESULTS_FILE, read_results, write_results
 
@@ -71,27 +72,37 @@ def run_task(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: list[str
         "model": OmegaConf.select(cfg, "model.name", default="?"),
         "finetune": OmegaConf.select(cfg, "finetune.name", default="?"),
     }
-    try:
-        if uses_checkpoint(cfg):
-            cfg, saved = config_for_checkpoint(cfg, overrides)
-            run_dir = Path(cfg.paths.run_dir)
-            if saved is not None:  # .hydra/config.yaml tells what ran, not what was composed
-                _save_config(cfg, hydra_dir / ".hydra" / "config.yaml")
-        validate(cfg)
-        check_launch(cfg, multirun)
-        outcome = TASKS[cfg.mode](cfg, overrides)
-        if outcome is None:  # env, models: nothing to record
-            return None
-        record.update(outcome, status="ok")
-    except Exception as raised:  # recorded, reported once, then a non-zero exit (or the next job)
-        err = own_error(raised)
-        record["error"] = f"{type(err).__name__}: {err}"
-        failure: BaseException | None = err
-    else:
-        failure = None
-    record.update(overrides=overrides, run_dir=str(run_dir), wall_time_s=time.time() - start)
-    if _is_global_zero():  # a DDP run's other processes run this too: one record, one log line
-        write_results(record_dir(run_dir, hydra_dir, failed=failure is not None), record)
+    with signals_interrupt() as received:
+        try:
+            if uses_checkpoint(cfg):
+                cfg, saved = config_for_checkpoint(cfg, overrides)
+                run_dir = Path(cfg.paths.run_dir)
+                if saved is not None:  # .hydra/config.yaml tells what ran, not what was composed
+                    _save_config(cfg, hydra_dir / ".hydra" / "config.yaml")
+            validate(cfg)
+            check_launch(cfg, multirun)
+            outcome = TASKS[cfg.mode](cfg, overrides)
+            if outcome is None:  # env, models: nothing to record
+                return None
+            record.update(outcome, status="ok")
+        except Exception as raised:  # recorded, reported once, then a non-zero exit (or the next job)
+            err = own_error(raised)
+            record["error"] = f"{type(err).__name__}: {err}"
+            failure: BaseException | None = err
+        except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
+            if not received:
+                raise
+            failure = None
+        else:
+            failure = None
+        record.update(overrides=overrides, run_dir=str(run_dir), wall_time_s=time.time() - start)
+        if received:  # SIGTERM / SIGINT: the record says where the run stopped and how to resume
+            record.update(interrupted_record(received[0], run_dir, _checkpoint_dir(cfg, run_dir)))
+        if _is_global_zero():  # a DDP run's other processes run this too: one record, one log line
+            write_results(record_dir(run_dir, hydra_dir, failed=failure is not None), record)
+    if received:
+        log.error("%s", record["error"])
+        sys.exit(128 + received[0])
     if failure is not None:
         report_error(failure)
         if multirun:
@@ -104,6 +115,12 @@ def run_task(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: list[str
         label = "done" if cfg.mode == "train" else f"done ({cfg.mode})"
         log.info("%s: %s in %.1fs; run dir %s", label, ", ".join(parts), record["wall_time_s"], run_dir)
     return metrics.get(cfg.objective)
+
+
+def _checkpoint_dir(cfg: DictConfig, run_dir: Path) -> Path:
+    """Where ``last.ckpt`` is written (the ``last_checkpoint`` callback's folder)."""
+    configured = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath", default=None)
+    return Path(configured) if configured else run_dir / "checkpoints"
 
 
 def record_dir(run_dir: Path, hydra_dir: Path, failed: bool) -> Path:
@@ -129,7 +146,17 @@ def own_error(err: BaseException) -> BaseException:
     cause = err
     while cause.__cause__ is not None and not isinstance(cause, ExperimentError):
         cause = cause.__cause__
-    return cause if isinstance(cause, ExperimentError) else err
+    if isinstance(cause, ExperimentError):
+        return cause
+    text = str(err)
+    if type(err).__name__ == "InstantiationException" and text.startswith("Error locating target"):
+        target = text.split("'")[1] if text.count("'") >= 2 else "?"
+        key = text.rpartition("full_key:")[2].strip() or "?"
+        return ConfigError(
+            f"{key}._target_={target!r} cannot be imported: check its spelling (a dotted path to a "
+            "class or function) and that its module is on the path (PYTHONPATH=... python run.py ...)"
+        )
+    return err
 
 
 def check_launch(cfg: DictConfig, multirun: bool) -> None:

@@ -33,3 +33,8 @@ class FinetuneError(ExperimentError, ValueError):
 
 class TrainingError(ExperimentError):
     """Training went wrong in a way the user can fix (a loss that became NaN or infinite)."""
+
+
+class CheckpointError(ExperimentError):
+    """A checkpoint cannot be read, is refused (it would run code), does not fit the model, or
+    cannot be written (a full disk)."""

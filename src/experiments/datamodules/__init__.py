@@ -2,6 +2,7 @@
 
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.datamodules.custom import CustomDataModule
+from experiments.datamodules.device_augment import DeviceAugment
 from experiments.datamodules.digits import DigitsDataModule
 from experiments.datamodules.digits_m import DigitsMDataModule
 from experiments.datamodules.domain_pair import DomainPairDataModule
@@ -13,6 +14,7 @@ from experiments.datamodules.torchvision_datasets import TorchvisionDataModule
 __all__ = [
     "ClassificationDataModule",
     "CustomDataModule",
+    "DeviceAugment",
     "DigitsDataModule",
     "DigitsMDataModule",
     "DomainPairDataModule",

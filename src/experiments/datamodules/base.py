@@ -18,7 +18,8 @@ from torchvision.transforms import v2
 
 from experiments.datamodules.contract import CheckedCollate, check_length, check_split
 from experiments.errors import ConfigError
-from experiments.datamodules.transforms import TransformedDataset, build_transform, is_deterministic
+from experiments.datamodules.device_augment import DeviceAugment
+from experiments.datamodules.transforms import TransformedDataset, build_transform, is_deterministic, steps_of
 from experiments.models.core import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,11 @@ class ClassificationDataModule(L.LightningDataModule):
             (augmentations), before the model's preprocessing.
         eval_transforms: the same for validation, test and predict samples (e.g. a center crop).
         name: the data set's name, for logs and results.
+        batched: fetch a batch at once from data held in memory as one tensor, and apply the
+            deterministic preprocessing to the whole batch (False: one item at a time, as before).
+        device_augment: random augmentations of each training batch after it reached the
+            device, per sample (:class:`~experiments.datamodules.device_augment.DeviceAugment`;
+            ``augment=`` options set it); reproducible from ``seed`` and the epoch.
 
     Image data (``input_shape`` ``(C, H, W)``) then gets the model's preprocessing: channel
     expansion, resizing, normalisation. Other data (feature vectors, sparse rows) gets only the
@@ -97,8 +103,13 @@ class ClassificationDataModule(L.LightningDataModule):
         train_transforms: list | None = None,
         eval_transforms: list | None = None,
         name: str | None = None,
+        batched: bool = True,
+        device_augment: DeviceAugment | None = None,
     ) -> None:
         super().__init__()
+        self.batched = batched
+        self.device_augment = device_augment
+        self._augment_generator: tuple[int, torch.Generator] | None = None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.shuffle = shuffle
@@ -160,10 +171,10 @@ class ClassificationDataModule(L.LightningDataModule):
             train, carved = parts[0], list(parts[1:])
             val = val if val is not None else carved.pop(0)
             test = test if test is not None else carved.pop(0)
-        self.train_set = TransformedDataset(train, self.build_transform(train=True))
+        self.train_set = TransformedDataset(train, self.build_transform(train=True), self.batched)
         eval_transform = self.build_transform(train=False)
-        self.val_set = TransformedDataset(val, eval_transform)
-        self.test_set = TransformedDataset(test, eval_transform)
+        self.val_set = TransformedDataset(val, eval_transform, self.batched)
+        self.test_set = TransformedDataset(test, eval_transform, self.batched)
         collate = self.checked_collate()
         for split, dataset in (("train", self.train_set), ("val", self.val_set), ("test", self.test_set)):
             check_split(dataset, split, self.num_classes, collate, seed=self.seed, labelled=self.has_labels)
@@ -190,7 +201,31 @@ class ClassificationDataModule(L.LightningDataModule):
     @property
     def train_is_deterministic(self) -> bool:
         """True when training samples are the same every epoch (no random augmentation)."""
-        return is_deterministic(self.build_transform(train=True))
+        return self.device_augment is None and is_deterministic(self.build_transform(train=True))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches get ``device_augment`` on their device, each sample its own draw."""
+        trainer = self.trainer
+        if self.device_augment is None or trainer is None or not trainer.training:
+            return batch
+        x, y = batch
+        mean, std = self._normalisation()
+        generator = self._epoch_generator(x.device, trainer.current_epoch, trainer.global_rank)
+        x = self.device_augment.normalized(x, mean, std, generator) if mean is not None else self.device_augment(x, generator)
+        return [x, y]
+
+    def _epoch_generator(self, device: torch.device, epoch: int, rank: int) -> torch.Generator:
+        """A generator on ``device`` seeded from (seed, epoch, rank): a resumed run draws the same."""
+        if self._augment_generator is None or self._augment_generator[0] != epoch:
+            generator = torch.Generator(device=device).manual_seed(self.seed * 100_003 + epoch * 7_919 + rank)
+            self._augment_generator = (epoch, generator)
+        return self._augment_generator[1]
+
+    def _normalisation(self) -> tuple[list[float] | None, list[float] | None]:
+        """The mean/std the loader normalised training images with (None: not normalised)."""
+        transform = getattr(self.train_set, "transform", None)
+        steps = [m for m in steps_of(transform) if isinstance(m, v2.Normalize)] if transform is not None else []
+        return (list(steps[-1].mean), list(steps[-1].std)) if steps else (None, None)
 
     def loader_options(self) -> dict[str, Any]:
         """The DataLoader options shared by every split."""

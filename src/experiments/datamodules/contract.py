@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, default_collate
 
-from experiments.datamodules.transforms import TransformedDataset
+from experiments.datamodules.transforms import CollatedBatch, TransformedDataset
 from experiments.errors import DataError
 
 Item = tuple[torch.Tensor, Any]
@@ -124,6 +124,10 @@ class CheckedCollate:
         return getattr(fn, "__qualname__", type(fn).__name__)
 
     def __call__(self, items: list) -> Any:
+        if isinstance(items, CollatedBatch):  # fetched as one batch (Dataset.__getitems__)
+            batch = list(items)
+            self.check_batch(batch)
+            return batch
         try:
             batch = self.collate(items)
         except DataError:

@@ -15,6 +15,7 @@ formats through PIL). A file that cannot be read raises a DataError naming it.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -140,6 +141,13 @@ class ImageFolderDataModule(ClassificationDataModule):
         ]
         if not samples:
             raise DataError(f"no images ({', '.join(EXTENSIONS)}) in the class folders of {folder}")
+        counts = Counter(label for _, label in samples)
+        empty = [name for name, i in index.items() if not counts[i] and (folder / name).is_dir()]
+        if empty and folder == self._class_root():
+            raise DataError(
+                f"class folder(s) {empty} in {folder} hold no images ({', '.join(EXTENSIONS)}): a class with "
+                "no training images cannot be learnt; add images or remove the folder(s)"
+            )
         return samples
 
     def _unlabelled_samples(self, folder: Path) -> list[tuple[str, int]]:

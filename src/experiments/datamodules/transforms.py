@@ -97,7 +97,7 @@ def is_deterministic(transform: nn.Module | None) -> bool:
     if transform is None:
         return True
     random_types = (v2.RandomApply, v2.RandomChoice, v2.RandomOrder)
-    for module in _steps(transform):
+    for module in steps_of(transform):
         name = type(module).__name__
         if isinstance(module, random_types) or name.startswith("Random") or name in {
             "ColorJitter", "AutoAugment", "RandAugment", "TrivialAugmentWide", "AugMix", "MixUp", "CutMix",
@@ -107,21 +107,33 @@ def is_deterministic(transform: nn.Module | None) -> bool:
     return True
 
 
-def _steps(transform: nn.Module):
+def steps_of(transform: nn.Module):
     """``transform`` and every step inside it: v2.Compose keeps its steps in a plain list, which
     ``nn.Module.modules()`` does not see."""
     yield transform
     for child in [*transform.children(), *(getattr(transform, "transforms", None) or [])]:
         if isinstance(child, nn.Module):
-            yield from _steps(child)
+            yield from steps_of(child)
+
+
+class CollatedBatch(tuple):
+    """``(inputs, labels)`` that a dataset fetched as one batch (``Dataset.__getitems__``): the
+    collate function passes it through instead of stacking items one by one."""
 
 
 class TransformedDataset(Dataset):
-    """Applies ``transform`` to the image of each ``(image, label)`` item of ``dataset``."""
+    """Applies ``transform`` to the image of each ``(image, label)`` item of ``dataset``.
 
-    def __init__(self, dataset: Dataset, transform: nn.Module | None) -> None:
+    With ``batched`` (``data.batched``, the default) a batch is fetched at once when the source
+    can (:class:`TensorImageDataset`, also through ``random_split``'s ``Subset``) and ``transform``
+    is deterministic: channel expansion, resize and normalisation then run once on the batch
+    tensor. Random augmentations keep the per-item path (each sample its own random draw).
+    """
+
+    def __init__(self, dataset: Dataset, transform: nn.Module | None, batched: bool = True) -> None:
         self.dataset = dataset
         self.transform = transform
+        self.batched = batched and is_deterministic(transform)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -132,12 +144,22 @@ class TransformedDataset(Dataset):
             image = self.transform(image)
         return image, label
 
+    def __getitems__(self, indices: list[int]) -> CollatedBatch | list:
+        fetch = getattr(self.dataset, "__getitems__", None) if self.batched else None
+        batch = fetch(indices) if fetch is not None else None
+        if not isinstance(batch, CollatedBatch):
+            return [self[i] for i in indices]
+        images, labels = batch
+        return CollatedBatch((self.transform(images) if self.transform is not None else images, labels))
+
 
 class TensorImageDataset(Dataset):
-    """Images held as one tensor ``(N, C, H, W)`` with integer ``labels``.
+    """Images (or any inputs) held as one tensor ``(N, ...)`` with integer ``labels``.
 
     Float images are returned as they are (values in [0, 1]); ``uint8`` images (4x smaller, how
-    MNIST and CIFAR ship) are scaled to float [0, 1] one sample at a time.
+    MNIST and CIFAR ship) are scaled to float [0, 1] when fetched. ``__getitems__`` fetches a whole
+    batch with one indexing operation (the DataLoader uses it when present): the same tensors as
+    stacking the items, without a Python call per sample.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -149,8 +171,20 @@ class TensorImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, labels)``, as ``TensorDataset.tensors``."""
+        return self.images, self.labels
+
     def __getitem__(self, index: int):
         image = self.images[index]
         if image.dtype == torch.uint8:
             image = image.float().div_(255)
         return image, int(self.labels[index])
+
+    def __getitems__(self, indices: list[int]) -> CollatedBatch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images = self.images[index]
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255)
+        return CollatedBatch((images, self.labels[index].long()))

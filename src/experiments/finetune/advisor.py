@@ -35,9 +35,10 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from experiments.datamodules.base import ClassificationDataModule
+from experiments.datamodules.transforms import TensorImageDataset
 from experiments.errors import ConfigError
 from experiments.finetune.advice import Advice, Measurements, decide
 from experiments.finetune.cache import extract_features
@@ -209,7 +210,7 @@ def _batchnorm_layers(model: TransferModel) -> list[tuple[str, nn.Module, int | 
     return layers
 
 
-def linear_probe_accuracy(train: TensorDataset, val: TensorDataset, seed: int = 0) -> float | None:
+def linear_probe_accuracy(train: TensorImageDataset, val: TensorImageDataset, seed: int = 0) -> float | None:
     """Validation accuracy of a logistic regression on standardised ``(features, label)`` pairs
     (None when the training features hold fewer than two classes)."""
     from sklearn.exceptions import ConvergenceWarning

@@ -26,10 +26,11 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.datamodules.domain_pair import DomainPairDataModule
+from experiments.datamodules.transforms import TensorImageDataset
 from experiments.errors import FinetuneError
 from experiments.finetune.strategies import FinetuneStrategy
 from experiments.models.core import TransferModel
@@ -120,7 +121,7 @@ class _FeatureExtractor(L.LightningModule):
         return self.model.forward_features(x).float(), y
 
 
-def extract_features(trainer_kwargs: dict, model: TransferModel, loader: DataLoader) -> TensorDataset:
+def extract_features(trainer_kwargs: dict, model: TransferModel, loader: DataLoader) -> TensorImageDataset:
     """Features of every sample of ``loader`` under ``Trainer.predict`` (eval + inference mode)."""
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[], **trainer_kwargs)
@@ -130,7 +131,7 @@ def extract_features(trainer_kwargs: dict, model: TransferModel, loader: DataLoa
         outputs = trainer.predict(_FeatureExtractor(model), dataloaders=loader)
     features = torch.cat([f for f, _ in outputs]).cpu()
     labels = torch.cat([torch.as_tensor(y) for _, y in outputs]).cpu()
-    return TensorDataset(features, labels)
+    return TensorImageDataset(features, labels)  # fetched a batch at a time
 
 
 class CachedFeatureDataModule(L.LightningDataModule):
@@ -146,8 +147,8 @@ class CachedFeatureDataModule(L.LightningDataModule):
         self.model = model
         self.epochs = epochs
         self.trainer_kwargs = trainer_kwargs
-        self._train: TensorDataset | None = None
-        self._val: TensorDataset | None = None
+        self._train: TensorImageDataset | None = None
+        self._val: TensorImageDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         self.inner.setup(stage)

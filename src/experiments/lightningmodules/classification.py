@@ -70,6 +70,12 @@ class ClassificationModule(L.LightningModule):
         self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=p) for s, p in prefixes.items()})
         self.losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in prefixes})
 
+    def epoch_metrics(self) -> set[str]:
+        """Names of the metrics logged every training epoch (what an objective may select on):
+        ``<prefix>acc`` and ``<prefix>loss`` of each training and validation stream."""
+        prefixes = {m.prefix for key, m in self.metrics.items() if not key.startswith("test")}
+        return {f"{p}{name}" for p in prefixes for name in ("acc", "loss")} | {"val/acc", "val/loss"}
+
     @property
     def base_lr(self) -> float:
         return float(getattr(self.optimizer_factory, "keywords", {}).get("lr", 1e-3))

@@ -78,6 +78,9 @@ class DomainAdaptationModule(ClassificationModule):
                               "has none (no class folders); choose a method that needs no target labels, e.g. adapt=dann")
         datamodule.train_target_labels = self.adapt.uses_target_labels
 
+    def epoch_metrics(self) -> set[str]:
+        return super().epoch_metrics() | {f"train/{name}" for name in self.train_scalars}
+
     def evaluated_model(self) -> nn.Module:
         """The network validation, test, predict and AdaBN use (the teacher for mean_teacher)."""
         return self.adapt.evaluated(self.model)

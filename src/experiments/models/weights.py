@@ -61,9 +61,16 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"model.weights={str(path)!r}: no such file")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except SafetensorError as err:
+            raise WeightsError(
+                f"model.weights={str(path)!r} is not a readable safetensors file ({err}); it is truncated, "
+                "corrupt or another format: download or export it again"
+            ) from err
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # weights_only refuses pickled code: say so instead of a pickle trace

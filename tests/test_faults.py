@@ -1,0 +1,270 @@
+"""The reliability table (docs/reliability.md), row by row: each bad input or fault gives its clear
+error (first line), a non-zero exit and a record, and leaves nothing half-written.
+
+A case here is a command line (overrides) run in-process exactly as ``run.py`` runs it; the
+``{files}`` placeholder points to the faulty files of the ``files`` fixture. Signals and a full
+disk need a process of their own and are at the end (the slow tier where they train for longer).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, compose_cfg, run_cli, run_job
+from PIL import Image
+
+from experiments.results import read_results
+
+#: id -> (overrides, the error's type and first words as a regular expression)
+CASES = {
+    "batch-size-zero": ("data.batch_size=0", r"ConfigError: data\.batch_size=0 is invalid"),
+    "batch-size-bool": ("data.batch_size=true", r"ConfigError: data\.batch_size=True is invalid"),
+    "lr-negative": ("optimizer.lr=-1", r"ConfigError: optimizer\.lr=-1"),
+    "image-size-negative": ("data.image_size=-5", r"ConfigError: data\.image_size=-5 is invalid"),
+    "image-size-text": ("data.image_size=abc", r"ConfigError: data\.image_size='abc' is invalid"),
+    "precision-unknown": ("trainer.precision=fp16", r"ConfigError: trainer\.precision='fp16' is invalid"),
+    "step-size-zero": ("scheduler=step scheduler.step_size=0", r"ConfigError: scheduler\.step_size=0 is invalid"),
+    "fractions-leave-nothing": ("data.val_fraction=0.5 data.test_fraction=0.5", r"ConfigError: .*leave no training data"),
+    "probe-epochs-text": ("finetune=lp_ft finetune.probe_epochs=abc", r"ConfigError: finetune\.probe_epochs='abc' is invalid"),
+    "gradual-never-thaws": ("finetune=gradual finetune.unfreeze_every=50 trainer.max_epochs=2", r"ConfigError: .*no block ever thaws"),
+    "partial-too-many-blocks": ("finetune=partial finetune.n_blocks=99", r"FinetuneError: .*n_blocks=99"),
+    "objective-not-logged": ("objective=val/accuracy", r"ConfigError: objective=val/accuracy is not a metric this run logs"),
+    "optimizer-argument-unknown": ("+optimizer.momentum=0.9", r"ConfigError: optimizer\.momentum is not an argument of torch\.optim\.AdamW"),
+    "one-class": ("data.classes=[3]", r"DataError: data=digits has 1 class"),
+    "zero-classes": ("data.classes=[]", r"ConfigError: data\.classes=\[\] is invalid"),
+    "ddp-spawn": ("trainer.strategy=ddp_spawn", r"ConfigError: trainer\.strategy=ddp_spawn is not supported.*trainer=ddp"),
+    "mode-needs-checkpoint": ("mode=test", r"ConfigError: mode=test needs ckpt_path"),
+    "checkpoint-missing": ("mode=test ckpt_path={files}/nope.ckpt", r"ConfigError: ckpt_path=.*no such file"),
+    "checkpoint-pickled-code": ("ckpt_path={files}/evil.ckpt", r"CheckpointError: ckpt_path=.* was refused: it holds Python objects"),
+    "checkpoint-truncated": ("mode=test ckpt_path={files}/truncated.ckpt", r"CheckpointError: ckpt_path=.* is not a complete PyTorch checkpoint"),
+    "checkpoint-text": ("mode=predict ckpt_path={files}/notes.txt", r"CheckpointError: ckpt_path=.* is not a complete PyTorch checkpoint"),
+    "checkpoint-safetensors": ("mode=test ckpt_path={files}/weights.safetensors", r"CheckpointError: .* is a safetensors file.*model\.weights"),
+    "checkpoint-state-dict": ("mode=test ckpt_path={files}/plain.pth", r"CheckpointError: .* is not a Lightning training checkpoint"),
+    "checkpoint-other-architecture": ("mode=test ckpt_path={files}/run/checkpoints/last.ckpt model=small_resnet",
+                                      r"CheckpointError: ckpt_path=.* does not fit model small_resnet"),
+    "weights-missing": ("model.weights={files}/nope.pth", r"WeightsError: model\.weights=.*no such file"),
+    "weights-pickled-code": ("model.weights={files}/evil.ckpt", r"WeightsError: model\.weights=.* tensors-only"),
+    "weights-bad-safetensors": ("model.weights={files}/bad.safetensors", r"WeightsError: model\.weights=.* is not a readable safetensors"),
+    "weights-other-architecture": ("model=small_resnet model.weights={files}/plain.pth", r"WeightsError: model\.weights=.* does not"),
+    "image-folder-missing": ("data=image_folder data.root={files}/nope", r"DataError: data\.root=.*no such folder"),
+    "image-folder-empty-class": ("data=image_folder data.root={files}/images model=small_cnn", r"DataError: class folder\(s\) \['empty'\]"),
+    "image-folder-no-classes": ("data=image_folder data.root={files}/flat", r"DataError: data\.root=.*no class sub-folders"),
+    "vectors-into-image-model": ("data=sparse data.path={files}/rows.svm model=small_cnn", r"ModelError: model small_cnn cannot take data=sparse"),
+    "adapt-on-one-domain": ("adapt=dann", r"ConfigError: adapt=dann needs a source and a target domain"),
+    "target-module-typo": ("data._target_=experiments.datamodules.DigitsDataMod", r"ConfigError: data\._target_='experiments\.datamodules\.DigitsDataMod' cannot be imported"),
+    "loss-diverges": ("optimizer.lr=1e10 scheduler=none", r"TrainingError: train/loss became nan"),
+}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    """Faulty inputs, and one good finished run (``run/``) whose checkpoint the cases misuse."""
+    from safetensors.torch import save_file
+    from sklearn.datasets import dump_svmlight_file
+
+    from experiments.datamodules.sparse import synthetic_sparse_classification
+    from experiments.models.custom import SmallCNN
+
+    root = tmp_path_factory.mktemp("faults")
+    run_job(compose_cfg(root / "run", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "logger=none"))
+    good = (root / "run" / "checkpoints" / "last.ckpt").read_bytes()
+    (root / "truncated.ckpt").write_bytes(good[: len(good) // 2])
+    torch.save({"state_dict": SmallCNN(num_classes=10)}, root / "evil.ckpt")  # a pickled module: code
+    (root / "notes.txt").write_text("not a checkpoint\n")
+    torch.save(SmallCNN(num_classes=10).state_dict(), root / "plain.pth")
+    save_file({"w": torch.zeros(2)}, str(root / "weights.safetensors"))
+    (root / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    for name in ("a", "b", "empty"):
+        (root / "images" / name).mkdir(parents=True)
+    for name in ("a", "b"):
+        for i in range(6):
+            Image.new("RGB", (12, 12), (40 * i, 0, 0)).save(root / "images" / name / f"{i}.png")
+    (root / "flat").mkdir()
+    matrix, labels = synthetic_sparse_classification(120, 300, density=0.02, n_classes=3, seed=0)
+    dump_svmlight_file(matrix, labels, str(root / "rows.svm"))
+    return root
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fault_gives_its_error_a_failed_record_and_no_training(tmp_path, files, case):
+    overrides, expected = CASES[case]
+    args = overrides.format(files=files).split()
+    before = {p: p.stat().st_mtime_ns for p in (files / "run").rglob("*")}
+    with pytest.raises(SystemExit) as exited:
+        run_job(compose_cfg(tmp_path, *args, "logger=none"), tuple(args))
+    assert exited.value.code == 1
+    record = read_results(tmp_path)
+    assert record["status"] == "failed"
+    assert re.match(expected, record["error"]), record["error"]
+    assert "Traceback" not in record["error"]
+    if case != "loss-diverges":  # refused before an epoch ran: no checkpoint was written
+        assert not list(tmp_path.glob("checkpoints/*.ckpt"))
+    assert {p: p.stat().st_mtime_ns for p in (files / "run").rglob("*")} == before  # the finished run untouched
+
+
+def test_a_resume_of_another_architecture_adds_nothing_to_the_finished_run(tmp_path, files):
+    """A resume continues in the checkpoint's run dir: a misfit is found before a Trainer (and its
+    TensorBoard writer) exists, so the finished run keeps exactly its files."""
+    finished = sorted(p.relative_to(files) for p in (files / "run").rglob("*"))
+    ckpt = files / "run" / "checkpoints" / "last.ckpt"
+    cfg = compose_cfg(tmp_path, f"ckpt_path={ckpt}", "model=small_resnet")
+    with pytest.raises(SystemExit):
+        run_job(cfg, ("model=small_resnet",))
+    assert sorted(p.relative_to(files) for p in (files / "run").rglob("*")) == finished
+    assert "does not fit model small_resnet" in read_results(tmp_path)["error"]
+
+
+def test_an_unwritable_output_dir_is_one_message_naming_it(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = run_cli(f"hydra.run.dir={blocker}/run", "mode=env")
+    assert result.returncode == 1
+    assert f"{blocker}/run" in result.stderr and "Not a directory" in result.stderr
+
+
+# -- signals and a full disk ----------------------------------------------------------------------
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.is_file():
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize(("signum", "code"), [
+    (signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_leaves_an_interrupted_record_a_resumable_checkpoint_and_128_plus_signal(tmp_path, signum, code):
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), f"hydra.run.dir={run}", "trainer.max_epochs=50", "logger=none",
+         "callbacks.progress_bar=null", "callbacks.model_summary=null"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _wait_for(run / "checkpoints" / "last.ckpt", process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr[-2000:]
+    record = read_results(run)
+    assert record["status"] == "interrupted" and record["signal"] == signal.Signals(signum).name
+    assert record["epochs"] >= 1 and Path(record["checkpoint"]).is_file()
+    assert record["resume"] == f"python run.py ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    assert not list(run.glob("checkpoints/.*.tmp"))  # no half-written checkpoint
+    state = torch.load(record["checkpoint"], map_location="cpu", weights_only=True)
+    assert state["epoch"] + 1 == record["epochs"]
+
+
+@pytest.mark.slow
+def test_a_run_resumed_after_sigterm_ends_with_the_uninterrupted_runs_weights(tmp_path):
+    common = ["trainer.max_epochs=4", "logger=none", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+    straight = run_cli(f"hydra.run.dir={tmp_path / 'straight'}", *common)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    run = tmp_path / "interrupted"
+    process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), f"hydra.run.dir={run}", *common],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(run / "checkpoints" / "last.ckpt", process)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=120)
+    assert process.returncode == 143
+    record = read_results(run)
+    assert record["epochs"] < 4
+    resumed = run_cli(*record["resume"].split()[2:])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    b = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_results(run)["status"] == "ok"
+
+
+_FULL_DISK = """
+import resource, signal, sys, torch
+from experiments.checkpoints import AtomicCheckpointIO
+from experiments.errors import CheckpointError
+io, path = AtomicCheckpointIO(), sys.argv[1]
+io.save_checkpoint({"w": torch.zeros(10)}, path)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+try:
+    io.save_checkpoint({"w": torch.ones(100_000)}, path)
+except CheckpointError as err:
+    print(err)
+"""
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path):
+    path = tmp_path / "last.ckpt"
+    result = subprocess.run([sys.executable, "-c", _FULL_DISK, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"the disk is full (no space left): writing {path} failed")
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.zeros(10))  # the previous good file
+    assert os.listdir(tmp_path) == ["last.ckpt"]  # and no temporary file beside it
+
+
+@pytest.mark.slow
+def test_a_run_that_fills_the_disk_fails_with_a_record_and_no_truncated_checkpoint(tmp_path):
+    import resource
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))  # below one checkpoint (~1.2 MB)
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), f"hydra.run.dir={tmp_path}", "trainer.max_epochs=2", "logger=none"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size,
+    )
+    assert result.returncode == 1
+    assert "the disk is full" in result.stderr
+    record = read_results(tmp_path)
+    assert record["status"] == "failed" and record["error"].startswith("CheckpointError: the disk is full")
+    assert not list(tmp_path.glob("checkpoints/*"))  # nothing truncated, no temporary file
+
+
+@pytest.mark.parametrize("stop", ["++trainer.fast_dev_run=true", "+trainer.max_steps=3"])
+def test_a_cached_run_that_stops_before_max_epochs_validates_and_tests(tmp_path, stop):
+    """The feature cache decides from the run's state, not the configured epochs: a run cut short
+    by fast_dev_run or max_steps evaluates on images, without a shape error."""
+    record = run_job(compose_cfg(tmp_path, "model=small_cnn", "finetune=classifier_only", "trainer.max_epochs=5",
+                                 "logger=none", stop))
+    assert record["status"] == "ok" and 0 <= record["metrics"]["test/acc"] <= 1
+
+
+@pytest.mark.slow  # huggingface_hub retries through the proxy for about a minute
+def test_a_proxy_that_refuses_the_download_is_the_offline_message(tmp_path):
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "model=timm_resnet18", "model.pretrained=true", env={
+        "HTTPS_PROXY": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch"),
+        "HF_HUB_OFFLINE": "0", "EXPERIMENTS_OFFLINE": "0"})
+    assert result.returncode == 1
+    assert "error: pretrained weights for timm resnet18.a1_in1k are not available: download failed" in result.stderr
+    assert "model.pretrained=false" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_row_of_the_reliability_table_names_a_test_that_exists():
+    doc = (ROOT / "docs" / "reliability.md").read_text()
+    rows = [line for line in doc.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert len(rows) >= 40
+    for row in rows:
+        reference = re.search(r"`(tests/[\w/]+\.py)::(\w+)(\[[\w-]+\])?`", row)
+        assert reference, row
+        path, name, case = reference.groups()
+        assert f"def {name}(" in (ROOT / path).read_text(), row
+        if case and name == "test_fault_gives_its_error_a_failed_record_and_no_training":
+            assert case[1:-1] in CASES, row
+    for case in CASES:
+        assert f"[{case}]" in doc, f"{case} has no row in docs/reliability.md"
+
+
+def test_an_interrupted_record_has_only_documented_keys(tmp_path):
+    from test_readme import _documented_results_keys
+
+    from experiments.interrupt import interrupted_record
+
+    (tmp_path / "checkpoints").mkdir()
+    assert set(interrupted_record(signal.SIGTERM, tmp_path, tmp_path / "checkpoints")) <= _documented_results_keys()
