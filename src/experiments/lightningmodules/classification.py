@@ -38,6 +38,9 @@ class ClassificationModule(L.LightningModule):
         scheduler_interval: ``epoch`` or ``step``.
         max_epochs: the run's epochs (the strategy's schedule spans them).
         label_smoothing: cross-entropy label smoothing.
+        compile: compile the model's forward with ``torch.compile`` (in place, so checkpoints
+            keep the eager model's keys); the cached-feature path runs the head eagerly.
+        channels_last: hold image weights and batches in the NHWC layout (tensor cores prefer it).
     """
 
     def __init__(
@@ -50,9 +53,13 @@ class ClassificationModule(L.LightningModule):
         scheduler_interval: str = "epoch",
         max_epochs: int = 1,
         label_smoothing: float = 0.0,
+        compile: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
+        self.compile_model = compile
+        self.channels_last = channels_last
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
@@ -75,6 +82,18 @@ class ClassificationModule(L.LightningModule):
         ``<prefix>acc`` and ``<prefix>loss`` of each training and validation stream."""
         prefixes = {m.prefix for key, m in self.metrics.items() if not key.startswith("test")}
         return {f"{p}{name}" for p in prefixes for name in ("acc", "loss")} | {"val/acc", "val/loss"}
+
+    def configure_model(self) -> None:
+        """Lightning calls this before every stage: the compile and layout options, applied once."""
+        if self.compile_model and getattr(self.model, "_compiled_call_impl", None) is None:
+            self.model.compile()
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.channels_last and isinstance(batch, (tuple, list)) and getattr(batch[0], "dim", lambda: 0)() == 4:
+            return [batch[0].contiguous(memory_format=torch.channels_last), *batch[1:]]
+        return batch
 
     @property
     def base_lr(self) -> float:

@@ -37,7 +37,7 @@ class DomainAdaptationModule(ClassificationModule):
 
     Args:
         model, num_classes, optimizer, finetune, scheduler, scheduler_interval, max_epochs,
-            label_smoothing: as for :class:`ClassificationModule` (the strategy acts on the model).
+            label_smoothing, compile, channels_last: as for :class:`ClassificationModule` (the strategy acts on the model).
         adapt: the method; it is bound to ``model`` here (a discriminator sized from the features,
             a teacher copied from the model), so a checkpoint reloads into a module built the same way.
 
@@ -55,10 +55,13 @@ class DomainAdaptationModule(ClassificationModule):
         scheduler_interval: str = "epoch",
         max_epochs: int = 1,
         label_smoothing: float = 0.0,
+        compile: bool = False,
+        channels_last: bool = False,
         *,
         adapt: AdaptationMethod,
     ) -> None:
-        super().__init__(model, num_classes, optimizer, finetune, scheduler, scheduler_interval, max_epochs, label_smoothing)
+        super().__init__(model, num_classes, optimizer, finetune, scheduler, scheduler_interval, max_epochs,
+                         label_smoothing, compile, channels_last)
         self.adapt = adapt
         adapt.bind(model)
         prefixes = {"train": "train/source_"}
