@@ -14,8 +14,8 @@ def test_channels_last_puts_weights_and_batches_in_nhwc(tmp_path):
     parts.module.configure_model()
     conv = next(m for m in parts.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    x, y = parts.module.on_after_batch_transfer([torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)], 0)
-    assert x.is_contiguous(memory_format=torch.channels_last) and y.shape == (4,)
+    assert parts.module.to_layout(torch.rand(4, 1, 8, 8)).is_contiguous(memory_format=torch.channels_last)
+    assert parts.module(torch.rand(4, 1, 8, 8)).shape == (4, 10)
 
 
 def test_channels_last_trains_to_the_same_accuracy(tmp_path):

@@ -90,17 +90,20 @@ class ClassificationModule(L.LightningModule):
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.channels_last and isinstance(batch, (tuple, list)) and getattr(batch[0], "dim", lambda: 0)() == 4:
-            return [batch[0].contiguous(memory_format=torch.channels_last), *batch[1:]]
-        return batch
+    def to_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in NHWC when ``channels_last`` is on and it is an image batch. Done here, not in
+        ``on_after_batch_transfer``: a module's override of that hook would silence the data
+        module's (where augmentation on the device runs)."""
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     @property
     def base_lr(self) -> float:
         return float(getattr(self.optimizer_factory, "keywords", {}).get("lr", 1e-3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.model(self.to_layout(x))
 
     def check_data(self, datamodule: Any) -> None:
         """Raise ConfigError when ``datamodule`` cannot train this module (called before fit)."""

@@ -89,7 +89,7 @@ class DomainAdaptationModule(ClassificationModule):
         return self.adapt.evaluated(self.model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.evaluated_model()(x)
+        return self.evaluated_model()(self.to_layout(x))
 
     @property
     def progress(self) -> float:
@@ -101,6 +101,7 @@ class DomainAdaptationModule(ClassificationModule):
         source_x, source_y = batch["source"]
         target = batch["target"]
         target_x, target_y = target if isinstance(target, (tuple, list)) else (target, None)
+        source_x, target_x = self.to_layout(source_x), self.to_layout(target_x)
         step = self.adapt.training_step(self.model, source_x, target_x, target_y, self.progress, self.classification_loss)
         source_loss = self.classification_loss(step.source_logits, source_y)
         loss = source_loss + step.loss
