@@ -115,3 +115,36 @@ def test_uint8_images_are_scaled_without_pil():
     image, label = dataset[2]
     assert image.dtype == torch.float32 and label == 2
     assert torch.allclose(image * 255, images[2].float())
+
+
+@pytest.mark.parametrize("data", ["digits", "digits_m"])
+def test_batched_fetching_gives_the_item_paths_batches_bit_for_bit(make_cfg, data):
+    """`data.batched` (one indexing operation and one preprocessing call per batch) against the
+    item-by-item path, with channel expansion, resize and normalisation in play."""
+    from experiments.datamodules.transforms import CollatedBatch
+    from experiments.models.core import Preprocessing
+
+    loaders = {}
+    for batched in ("true", "false"):
+        dm = instantiate(make_cfg(f"data={data}", f"data.batched={batched}", "data.image_size=20").data)
+        dm.set_preprocessing(Preprocessing(in_chans=3, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3)))
+        dm.setup()
+        loaders[batched] = dm
+    fetched = loaders["true"].train_set.__getitems__([3, 1, 4])
+    assert isinstance(fetched, CollatedBatch)  # the batched path was taken
+    for split in ("train_dataloader", "val_dataloader"):
+        for (xa, ya), (xb, yb) in zip(getattr(loaders["true"], split)(), getattr(loaders["false"], split)()):
+            assert xa.shape[1:] == (3, 20, 20) and torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_random_per_item_transforms_keep_the_item_path(make_cfg):
+    dm = built(make_cfg, "data.train_transforms=[{_target_: torchvision.transforms.v2.RandomHorizontalFlip}]")
+    assert isinstance(dm.train_set.__getitems__([0, 1]), list)  # each item its own random draw
+    assert not isinstance(dm.val_set.__getitems__([0, 1]), list)  # evaluation stays batched
+
+
+def test_batched_fetching_works_in_loader_workers(make_cfg):
+    main = built(make_cfg, "data.shuffle=false")
+    workers = built(make_cfg, "data.shuffle=false", "data.num_workers=2")
+    for (xa, ya), (xb, yb) in zip(main.train_dataloader(), workers.train_dataloader()):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
