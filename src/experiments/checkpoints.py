@@ -20,6 +20,7 @@ import pickle
 import shutil
 import threading
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._last_written = (state, path)
 
     @staticmethod
-    def _commit(path: Path, make: Any) -> None:
+    def _commit(path: Path, make: Callable[[Path], None]) -> None:
         """``make(tmp)`` creates the file under a temporary name; the rename publishes it."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

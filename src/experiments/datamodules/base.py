@@ -110,6 +110,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.batched = batched
         self.device_augment = device_augment
         self._augment_generator: tuple[int, torch.Generator] | None = None
+        self._train_normalisation: tuple[list[float] | None, list[float] | None] | None = None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.shuffle = shuffle
@@ -209,7 +210,9 @@ class ClassificationDataModule(L.LightningDataModule):
         if self.device_augment is None or trainer is None or not trainer.training:
             return batch
         x, y = batch
-        mean, std = self._normalisation()
+        if self._train_normalisation is None:  # found once: the training transform is fixed by now
+            self._train_normalisation = self._normalisation()
+        mean, std = self._train_normalisation
         generator = self._epoch_generator(x.device, trainer.current_epoch, trainer.global_rank)
         x = self.device_augment.normalized(x, mean, std, generator) if mean is not None else self.device_augment(x, generator)
         return [x, y]
