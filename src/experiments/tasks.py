@@ -27,18 +27,27 @@ log = logging.getLogger(__name__)
 Record = dict[str, Any]
 
 
+def components_checked_against(cfg: DictConfig, ckpt: str | Path | None):
+    """The run's components (``build_components``), checked to fit ``ckpt`` before any Trainer
+    exists: an unreadable, refused or misfitting checkpoint leaves the run dir untouched."""
+    from experiments.build import build_components
+    from experiments.checkpoints import check_matches, read_checkpoint
+
+    state = read_checkpoint(ckpt) if ckpt else None  # cheap (memory-mapped), before the data loads
+    parts = build_components(cfg)
+    if state is not None:
+        check_matches(state, parts.module, ckpt, parts.model.info.name)
+    return parts
+
+
 def train(cfg: DictConfig, overrides: Sequence[str] = (), callbacks: Sequence[Any] = ()) -> Record:
     """``mode=train``: fit (resuming from ``ckpt_path`` when given), then validate and test the
     best checkpoint. ``callbacks`` are added to the configured ones (benchmarks time epochs so)."""
-    from experiments.build import build_components, build_trainer, evaluate, log_config, run_facts
-    from experiments.checkpoints import check_matches, read_checkpoint
+    from experiments.build import build_trainer, evaluate, log_config, run_facts
     from experiments.finetune.cache import FeatureCache
     from experiments.finetune.callback import FinetuneCallback
 
-    resume = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
-    parts = build_components(cfg)
-    if resume is not None:  # before the Trainer: a misfit leaves the run dir untouched
-        check_matches(resume, parts.module, cfg.ckpt_path, parts.model.info.name)
+    parts = components_checked_against(cfg, cfg.get("ckpt_path"))
     finetune = FinetuneCallback(parts.strategy, parts.module.base_lr)
     cache = FeatureCache(parts.strategy, parts.datamodule, parts.model, cfg.trainer)
     fit_data = cache.fit_datamodule()
@@ -86,13 +95,10 @@ def advise(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
 
 def test_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
     """``mode=test``: validation and test metrics of ``ckpt_path``, as the training run reports them."""
-    from experiments.build import build_components, build_trainer, evaluate, log_config, run_facts
-    from experiments.checkpoints import check_matches, read_checkpoint
+    from experiments.build import build_trainer, evaluate, log_config, run_facts
 
     ckpt = checkpoint_file(cfg)
-    state = read_checkpoint(ckpt)
-    parts = build_components(cfg)
-    check_matches(state, parts.module, ckpt, parts.model.info.name)
+    parts = components_checked_against(cfg, ckpt)
     trainer = build_trainer(cfg)
     log_config(trainer, cfg, list(overrides))
     return {"metrics": evaluate(trainer, parts, str(ckpt)), **run_facts(parts), "checkpoint": str(ckpt)}
@@ -100,14 +106,11 @@ def test_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
 
 def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
     """``mode=predict``: ``predictions.csv`` in the run dir for the data's predict split."""
-    from experiments.build import build_components, build_trainer, run_facts
-    from experiments.checkpoints import check_matches, read_checkpoint
+    from experiments.build import build_trainer, run_facts
     from experiments.reporting.predictions import PREDICTIONS_FILE, PredictionsCsvWriter
 
     ckpt = checkpoint_file(cfg)
-    state = read_checkpoint(ckpt)
-    parts = build_components(cfg)
-    check_matches(state, parts.module, ckpt, parts.model.info.name)
+    parts = components_checked_against(cfg, ckpt)
     writer = PredictionsCsvWriter(Path(cfg.paths.run_dir) / PREDICTIONS_FILE, parts.datamodule.class_names())
     trainer = build_trainer(cfg, [writer])
     if trainer.world_size > 1:
