@@ -1,4 +1,4 @@
-"""Data sources: a user's Dataset module (the README's example), image folders, torchvision offline."""
+"""Data sources: a user's Dataset module (the example in docs/data.md), image folders, torchvision offline."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from experiments.errors import DataError
 
 
 def readme_dataset_module() -> str:
-    """The Python block the README's "Custom datasets" section asks to save as my_pkg.py."""
-    section = (ROOT / "README.md").read_text().split("### Custom datasets", 1)[1]
+    """The Python block the "Custom datasets" section of docs/data.md asks to save as my_pkg.py."""
+    section = (ROOT / "docs" / "data.md").read_text().split("## Custom datasets", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 

@@ -1,25 +1,39 @@
-"""The README is part of the product: its commands compose, and the fine-tuning ones run."""
+"""The README and the documentation site are part of the product: their commands compose, the
+fine-tuning ones run, the results.json schema matches a real record, and the site builds strictly."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 from conftest import ROOT, compose_cfg, run_job
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-
 README = (ROOT / "README.md").read_text()
-BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-COMMANDS = [line.strip() for block in BLOCKS for line in block.splitlines() if "python run.py" in line]
-COMMANDS += re.findall(r"`(python run\.py[^`]*)`", README)
-COMMANDS = list(dict.fromkeys(COMMANDS))
+DOCS = ROOT / "docs"
+#: every page a reader sees: the README and each page of the site, by path relative to the root
+PAGES = {"README.md": README, **{f"docs/{p.name}": p.read_text() for p in sorted(DOCS.glob("*.md"))}}
+README_MAX_LINES = 300
 HELP_FLAGS = {"--help", "--cfg", "job", "-m", "--multirun"}
 
 
+def commands_of(text: str) -> list[str]:
+    """The `python run.py` commands of a page: lines of its ```bash blocks and inline code spans."""
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    found = [line.strip() for block in blocks for line in block.splitlines() if "python run.py" in line]
+    found += re.findall(r"`(python run\.py[^`]*)`", text)
+    return found
+
+
+COMMANDS = list(dict.fromkeys(c for text in PAGES.values() for c in commands_of(text)))
+
+
 def overrides_of(command: str) -> list[str]:
-    """The overrides a README command passes; sweeps contribute their first value."""
+    """The overrides a documented command passes; sweeps contribute their first value."""
     words = shlex.split(command.split("python run.py", 1)[1].split("  #")[0])
     words = [re.sub(r"<[^>]+>", "x", w) for w in words if w not in HELP_FLAGS]
     parsed = OverridesParser.create().parse_overrides(words)
@@ -37,6 +51,7 @@ def overrides_of(command: str) -> list[str]:
 
 def test_readme_has_the_commands_it_promises():
     assert "pip install -e \".[dev]\"" in README and "python -m pytest" in README
+    assert "python run.py" in README
     assert len(COMMANDS) >= 30
 
 
@@ -60,7 +75,9 @@ def test_fine_tuning_table_commands_run(tmp_path, command):
 
 
 def test_readme_scripts_exist():
-    for script in set(re.findall(r"python (benchmarks/\w+\.py)", README)):
+    scripts = {s for text in PAGES.values() for s in re.findall(r"python (benchmarks/\w+\.py)", text)}
+    assert scripts, "no page names a benchmark script"
+    for script in scripts:
         assert (ROOT / script).is_file(), script
 
 
@@ -74,7 +91,8 @@ def test_model_listing_command_prints_matching_names(capsys):
 
 
 def _documented_results_keys() -> set[str]:
-    section = README.split("## results.json", 1)[1].split("\n## ", 1)[0]
+    """The keys of the results.json schema table (docs/results.md, section "## results.json")."""
+    section = (DOCS / "results.md").read_text().split("## results.json", 1)[1].split("\n## ", 1)[0]
     keys = set()
     for row in re.findall(r"^\| (`[^|]+`) \|", section, flags=re.M):
         keys |= set(re.findall(r"`([^`]+)`", row))
@@ -88,3 +106,22 @@ def test_results_table_matches_a_real_record(tmp_path):
     # failures, interruptions, test, predict, DA
     only_elsewhere = {"error", "signal", "resume", "global_step", "checkpoint", "predictions", "num_predictions", "adapt"}
     assert documented - only_elsewhere <= set(record), f"documented but not written: {documented - only_elsewhere - set(record)}"
+
+
+def test_readme_is_short_and_links_every_page():
+    lines = README.count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines (at most {README_MAX_LINES}): move detail into docs/"
+    linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)(?:#[^)]*)?\)", README))
+    pages = {f"docs/{p.name}" for p in DOCS.glob("*.md")}
+    assert pages <= linked, f"README.md does not link {sorted(pages - linked)}"
+
+
+def test_docs_site_builds_strictly(tmp_path):
+    """`mkdocs build --strict` (mkdocs and mkdocs-material are in the dev extra): every page is in
+    the nav, every relative link and anchor resolves."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
