@@ -1,5 +1,5 @@
-"""Domain adaptation: gradient reversal, the lambda schedule, the EMA teacher, AdaBN, light
-augmentations, the domain pair and every adapt= method end to end."""
+"""Domain adaptation: gradient reversal, the lambda schedule, the EMA teacher, AdaBN, the domain
+pair and its target views, the label-free validators, and every adapt= method end to end."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from experiments.adapt.adabn import adapt_batchnorm
-from experiments.adapt.augment import LightAugment
 from experiments.adapt.ema import ema_teacher, ema_update
 from experiments.adapt.grl import GradientReversal, dann_lambda
+from experiments.adapt.methods.base import DomainBatch
 from experiments.datamodules import DigitsDataModule, DomainPairDataModule
 from experiments.errors import ConfigError, ModelError
 from experiments.models.core import ModelInfo, Preprocessing, TransferModel, create_model, group_blocks
@@ -100,21 +100,8 @@ def test_adabn_changes_only_batchnorm_running_statistics():
     assert not model.backbone.stage2[1].training
 
 
-def test_light_augment_draws_per_sample_parameters_from_the_generator():
-    x = torch.rand(1, 3, 16, 16).repeat(6, 1, 1, 1)  # six copies of one image
-    augment = LightAugment(translate=2, brightness=0.1, contrast=0.1, noise=0.05)
-    a = augment(x, torch.Generator().manual_seed(1))
-    b = augment(x, torch.Generator().manual_seed(1))
-    assert a.shape == x.shape and torch.equal(a, b)  # the generator alone decides
-    assert not torch.equal(a[0], a[1])  # every sample its own parameters
-    shift = LightAugment(translate=2, brightness=0, contrast=0, noise=0)(x, torch.Generator().manual_seed(2))
-    assert (shift - x).abs().max() > 0 and shift.mean() == pytest.approx(x.mean(), abs=0.05)
-    with pytest.raises(ConfigError, match="adapt.augment.noise=-1"):
-        LightAugment(noise=-1)
-
-
 def test_dann_refuses_a_backbone_without_pooled_features():
-    from experiments.adapt import DANN
+    from experiments.adapt.methods.dann import DANN
 
     backbone = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1))  # (B, 4, 8, 8): no (B, F) features
     head = nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
@@ -123,16 +110,17 @@ def test_dann_refuses_a_backbone_without_pooled_features():
     dann.bind(model)
     x = torch.rand(2, 1, 8, 8)
     with pytest.raises(ModelError, match=r"adapt=dann .*\(batch, features\).*conv_only returns shape \(4, 4, 8, 8\)"):
-        dann.training_step(model, x, x, None, 0.5, nn.functional.cross_entropy)
+        dann.training_step(model, DomainBatch(x, torch.tensor([0, 1]), {"plain": x}), 0.5, nn.functional.cross_entropy)
 
 
 def test_mean_teacher_evaluates_the_teacher_and_masks_unconfident_targets():
-    from experiments.adapt import MeanTeacher
+    from experiments.adapt.methods.mean_teacher import MeanTeacher
     from experiments.finetune import Full
     from experiments.lightningmodules.domain_adaptation import DomainAdaptationModule
 
     torch.manual_seed(0)
-    module = DomainAdaptationModule(small_model(), 10, torch.optim.Adam, Full(), adapt=MeanTeacher(confidence_threshold=0.99))
+    method = MeanTeacher(confidence_threshold=0.99, views={"student": None, "teacher": None})
+    module = DomainAdaptationModule(small_model(), 10, torch.optim.Adam, Full(), adapt=method)
     with torch.no_grad():
         for p in module.model.parameters():
             p.add_(1.0)  # the student moves away from its teacher
@@ -140,10 +128,16 @@ def test_mean_teacher_evaluates_the_teacher_and_masks_unconfident_targets():
     x = torch.rand(4, 1, 8, 8)
     assert torch.equal(module(x), module.adapt.teacher(x)) and not torch.equal(module(x), module.model(x))
     module.train()
-    step = module.adapt.training_step(module.model, x, x, None, 1.0, nn.functional.cross_entropy)
-    # an untrained teacher is never 99 % sure: every target sample is masked out
-    assert float(step.logs["mask_rate"]) == 0 and float(step.loss) == 0
+    y = torch.tensor([0, 1, 2, 3])
+    batch = DomainBatch(x, y, {"plain": x, "student": x + 0.1, "teacher": x - 0.1})
+    step = module.adapt.training_step(module.model, batch, 1.0, nn.functional.cross_entropy)
+    # an untrained teacher is never 99 % sure: every target sample is masked out, and the class
+    # balance (weighted by the confident share) is off too: the loss is the source cross-entropy
+    assert float(step.logs["mask_rate"]) == 0 and float(step.logs["class_balance"]) == 0
     assert step.source_logits.shape == (4, 10)
+    torch.testing.assert_close(step.loss, nn.functional.cross_entropy(step.source_logits, y))
+    with pytest.raises(ConfigError, match="reads the target view 'student'"):
+        module.adapt.training_step(module.model, DomainBatch(x, y, {"plain": x}), 1.0, nn.functional.cross_entropy)
 
 
 # -- the domain pair -----------------------------------------------------------------------------
@@ -212,7 +206,11 @@ class LabelTrapDigits(DigitsDataModule):
 
 # -- every method end to end ---------------------------------------------------------------------
 METHOD_SCALARS = {"source_only": [], "dann": ["train/domain_acc", "train/dann_lambda"],
-                  "mean_teacher": ["train/consistency", "train/mask_rate"], "oracle": ["train/target_loss"]}
+                  "cdan": ["train/domain_acc", "train/dann_lambda"], "mcc": ["train/class_confusion"],
+                  "mean_teacher": ["train/consistency", "train/mask_rate", "train/class_balance"],
+                  "adamatch": ["train/target_loss", "train/mask_rate", "train/threshold"],
+                  "oracle": ["train/target_loss"]}
+VALIDATOR_SCALARS = {f"val/target_{name}" for name in ("entropy", "im", "snd", "confident")}
 
 
 @pytest.mark.parametrize("method", list(METHOD_SCALARS))
@@ -236,7 +234,7 @@ def test_every_method_runs_reloads_and_logs_both_domains(tmp_path, method):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"train/loss", "train/source_acc", "val/target_acc", "test/target_acc"} <= scalars
+    assert {"train/loss", "train/source_acc", "val/target_acc", "test/target_acc"} | VALIDATOR_SCALARS <= scalars
     assert set(METHOD_SCALARS[method]) <= scalars
     if method == "dann":
         assert 0 <= events.Scalars("train/domain_acc")[-1].value <= 1
@@ -330,3 +328,172 @@ def test_shared_normalisation_applies_to_both_domains():
     pair = DomainPairDataModule(DigitsDataModule(), DigitsDataModule(), mean=[0.5], std=[0.5])
     pair.set_preprocessing(Preprocessing(in_chans=1))
     assert pair.source.preprocessing.mean == pair.target.preprocessing.mean == (0.5,)
+
+
+# -- views, validators, the method surface -------------------------------------------------------
+def test_target_views_are_augmentations_of_the_same_images_each_its_own_draw():
+    from experiments.datamodules import DeviceAugment
+    from experiments.datamodules.domain_pair import as_domain_batch
+
+    noisy = DeviceAugment(noise=0.1)
+    pair = DomainPairDataModule(DigitsDataModule(), DigitsDataModule(),
+                                target_views={"weak": noisy, "strong": DeviceAugment(noise=0.1, invert=1.0), "same": DeviceAugment()})
+    pair.setup("fit")
+    x, y = next(iter(pair.source.train_dataloader()))
+    target = next(iter(pair.target.train_dataloader()))[0]
+    batch = as_domain_batch({"source": (x, y), "target": target}, pair, epoch=0)
+    views = batch.target
+    assert set(views) == {"plain", "weak", "strong", "same"} and batch.target_y is None
+    assert torch.equal(views["plain"], target)
+    torch.testing.assert_close(views["same"], target)  # no augmentation: the images (normalisation undone and redone)
+    # a view is near ITS image: closer than the images are to each other
+    assert not torch.equal(views["weak"], target)
+    assert (views["weak"] - target).abs().mean() < 0.5 * (target - target.roll(1, 0)).abs().mean()
+    assert not torch.equal(views["strong"], views["weak"])  # each view its own draw
+    again = as_domain_batch({"source": (x, y), "target": target}, pair, epoch=0)
+    assert not torch.equal(again.target["weak"], views["weak"])  # the generator moves on within an epoch
+    fresh = DomainPairDataModule(DigitsDataModule(), DigitsDataModule(), target_views={"weak": noisy})
+    fresh.setup("fit")
+    replay = as_domain_batch({"source": (x, y), "target": target}, fresh, epoch=0)
+    assert torch.equal(replay.target["weak"], views["weak"])  # seeded by (seed, epoch): a resume draws the same
+    with pytest.raises(ConfigError, match="target_views.plain"):
+        DomainPairDataModule(DigitsDataModule(), DigitsDataModule(), target_views={"plain": noisy})
+
+
+def test_augment_option_augments_the_source_of_a_pair(tmp_path):
+    from experiments.tasks import train
+
+    from experiments.build import build_components
+
+    cfg = compose_cfg(tmp_path, *TINY, "augment=digits", "adapt=source_only", NO_FIGURES)
+    pair = build_components(cfg).datamodule
+    assert pair.source.device_augment is not None and pair.target.device_augment is None
+    assert not pair.train_is_deterministic
+    assert 0 <= train(cfg)["metrics"]["val/source_acc"] <= 1  # it trains (a TypeError before)
+
+
+def test_validators_read_predictions_only_and_rank_as_documented():
+    from experiments.adapt.validators import VALIDATORS, label_free_scores
+
+    assert set(inspect_params(label_free_scores)) == {"probs", "threshold"}  # no labels can reach it
+    confident = torch.eye(4).repeat(8, 1) * 0.97 + 0.01  # sure, and every class used
+    collapsed = torch.zeros(32, 4)
+    collapsed[:, 0] = 0.97
+    collapsed[:, 1:] = 0.01  # sure, one class
+    uniform = torch.full((32, 4), 0.25)
+    scores = {name: label_free_scores(p) for name, p in (("confident", confident), ("collapsed", collapsed), ("uniform", uniform))}
+    assert scores["confident"]["entropy"] < scores["uniform"]["entropy"]
+    assert scores["confident"]["im"] > scores["collapsed"]["im"] and scores["confident"]["im"] > scores["uniform"]["im"]
+    assert scores["confident"]["confident"] == 1 and scores["uniform"]["confident"] == 0
+    # SND: each confident sample's neighbourhood is its 7 cluster mates (entropy log 7); identical
+    # uniform predictions make all 31 others equally near (log 31)
+    assert float(scores["confident"]["snd"]) == pytest.approx(math.log(7), abs=0.01)
+    assert float(scores["uniform"]["snd"]) == pytest.approx(math.log(31), abs=1e-4)
+    assert set(scores["confident"]) == set(VALIDATORS)
+
+
+def inspect_params(fn) -> list[str]:
+    import inspect
+
+    return list(inspect.signature(fn).parameters)
+
+
+def test_target_validation_labels_do_not_change_the_validators():
+    from experiments.adapt.methods.source_only import SourceOnly
+    from experiments.finetune import Full
+    from experiments.lightningmodules.domain_adaptation import DomainAdaptationModule
+
+    torch.manual_seed(0)
+    module = DomainAdaptationModule(small_model(), 10, torch.optim.Adam, Full(), adapt=SourceOnly()).eval()
+    x = torch.rand(16, 1, 8, 8)
+    with torch.no_grad():
+        module.validation_step((x, torch.zeros(16, dtype=torch.long)), 0, dataloader_idx=1)
+        first = torch.cat(module._target_probs)
+        module._target_probs.clear()
+        module.validation_step((x, torch.arange(16) % 10), 0, dataloader_idx=1)
+        second = torch.cat(module._target_probs)
+    assert torch.equal(first, second)
+
+
+def test_a_label_free_validator_can_be_the_objective(tmp_path):
+    from experiments.config import objective_mode
+    from experiments.tasks import train
+
+    assert objective_mode("val/target_entropy") == "min" and objective_mode("val/target_snd") == "max"
+    record = train(compose_cfg(tmp_path, *TINY, "adapt=source_only", "objective=val/target_im", NO_FIGURES))
+    assert "val/target_im" in record["metrics"]
+
+
+NEW_METHOD = '''
+import torch
+from experiments.adapt.methods.base import AdaptationMethod, AdaptStep
+
+
+class TargetEntropy(AdaptationMethod):
+    log_names = ("target_entropy",)
+
+    def __init__(self, name="target_entropy", adabn=False, weight=0.1, views=None):
+        super().__init__(name, adabn, views)
+        self.weight = weight
+
+    def training_step(self, model, batch, progress, loss_fn):
+        source_logits = model(batch.source_x)
+        probs = model(batch.target["strong"]).softmax(-1)
+        entropy = -(probs * probs.clamp_min(1e-8).log()).sum(-1).mean()
+        return AdaptStep(loss_fn(source_logits, batch.source_y) + self.weight * entropy, source_logits,
+                         {"target_entropy": entropy.detach()})
+'''
+
+NEW_YAML = '''defaults:
+  - override /module@_global_.module: domain_adaptation
+  - _self_
+_target_: my_methods.TargetEntropy
+name: target_entropy
+adabn: false
+weight: 0.1
+views:
+  strong:
+    _target_: experiments.datamodules.DeviceAugment
+    noise: 0.1
+'''
+
+
+def test_a_new_method_is_one_class_and_one_yaml(tmp_path, monkeypatch):
+    from experiments.tasks import train
+
+    (tmp_path / "my_methods.py").write_text(NEW_METHOD)
+    (tmp_path / "conf" / "adapt").mkdir(parents=True)
+    (tmp_path / "conf" / "adapt" / "target_entropy.yaml").write_text(NEW_YAML)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose_cfg(tmp_path / "run", *TINY, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "adapt=target_entropy",
+                      TRAP, NO_FIGURES)
+    record = train(cfg)
+    assert record["adapt"]["method"] == "target_entropy" and 0 <= record["metrics"]["val/target_acc"] <= 1
+
+
+def test_inverse_decay_follows_the_formula_over_the_run():
+    from experiments.lightningmodules.schedules import InverseDecayLR
+
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule = InverseDecayLR(optimizer, total_steps=100)
+    lrs = []
+    for _ in range(120):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(0.1)
+    assert lrs[50] == pytest.approx(0.1 * (1 + 10 * 0.5) ** -0.75)
+    assert lrs[100] == lrs[119] == pytest.approx(0.1 * 11 ** -0.75)  # held after the run's steps
+    with pytest.raises(ConfigError, match="scheduler.power=-1"):
+        InverseDecayLR(optimizer, 10, power=-1)
+
+
+def test_lenet_bn_has_four_blocks_and_a_flattened_feature_layer():
+    from experiments.models.custom import LeNetBN
+
+    model = create_model(build_custom(LeNetBN, 10, 3, input_hw=(32, 32), name="lenet_bn"), 10)
+    assert [b.name for b in model.blocks][-1].startswith("features") and len(model.blocks) == 4
+    assert model.num_features == 256 and model.num_classes == 10
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ModelError, match="at least 8x8"):
+        LeNetBN(10, 3, input_hw=(4, 4))

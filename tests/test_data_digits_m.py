@@ -180,8 +180,8 @@ def test_class_outside_the_data_set_stops_the_run_naming_key_value_and_classes(m
 def test_samples_per_class_keeps_n_per_class_seeded(make_cfg, option):
     dm = built(make_cfg, f"data={option}", "data.samples_per_class=5", "data.classes=[1,2,3]", "data.seed=0")
     assert dm.train_set.dataset.labels.bincount().tolist() == [5, 5, 5]
-    for split in ("val_set", "test_set"):  # evaluation splits stay whole
-        assert getattr(dm, split).dataset.labels.bincount().min() > 5
+    assert dm.val_set.dataset.labels.bincount().tolist() == [5, 5, 5]  # validation: as many labels as training
+    assert dm.test_set.dataset.labels.bincount().min() > 5  # test stays whole
     other = built(make_cfg, f"data={option}", "data.samples_per_class=5", "data.classes=[1,2,3]", "data.seed=1")
     assert other.train_set.dataset.labels.bincount().tolist() == [5, 5, 5]
     assert not torch.equal(dm.train_set.dataset.images, other.train_set.dataset.images)  # the seed draws them

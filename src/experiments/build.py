@@ -225,8 +225,17 @@ def run_facts(parts: Components) -> dict[str, Any]:
         "weights": model.info.weights,
         "finetune": parts.strategy.name,
         "params": count_parameters(model, parts.module.param_groups()),
-        "data": {"name": datamodule.name, "num_classes": datamodule.num_classes, "input_shape": list(datamodule.input_shape)},
+        "data": {"name": datamodule.name, "num_classes": datamodule.num_classes, "input_shape": list(datamodule.input_shape),
+                 **val_record(datamodule)},
     }
+
+
+def val_record(datamodule: Any) -> dict[str, Any]:
+    """The validation limit when one applies (few-shot runs) or the whole split was asked for."""
+    limit = getattr(datamodule, "val_limit", None)
+    if limit is not None:
+        return {"val_samples_per_class": limit}
+    return {"val_samples_per_class": "all"} if getattr(datamodule, "val_samples_per_class", None) == "all" else {}
 
 
 def log_config(trainer: L.Trainer, cfg: DictConfig, overrides: list[str] = ()) -> None:

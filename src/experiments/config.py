@@ -20,8 +20,9 @@ PARTITIONS = ("all", "source", "target")
 
 
 def objective_mode(metric: str) -> str:
-    """``min`` for loss-like metrics, ``max`` otherwise (resolver ``${objective_mode:...}``)."""
-    return "min" if "loss" in metric or "error" in metric else "max"
+    """``min`` for loss-like metrics (loss, error, entropy), ``max`` otherwise (resolver
+    ``${objective_mode:...}``)."""
+    return "min" if any(word in metric for word in ("loss", "error", "entropy")) else "max"
 
 
 def bounded_name(text: str, limit: int = 100) -> str:
@@ -77,6 +78,8 @@ _RULES: list[_Rule] = [
     ("data.test_fraction", lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)"),
     ("data.train_fraction", lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1]"),
     ("data.samples_per_class", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
+    ("data.val_samples_per_class", lambda v: v is None or v == "all" or (_int(v) and v >= 1),
+     "null (as many as data.samples_per_class), an integer >= 1 or all"),
     ("data.partition", lambda v: v in PARTITIONS, f"one of {', '.join(PARTITIONS)}"),
     ("data.classes", lambda v: v is None or _distinct_indices(v), "null or a non-empty list of distinct class indices >= 0"),
     *((f"data.{key}", lambda v: _int(v) and v >= 1, "an integer >= 1")
@@ -123,13 +126,25 @@ def missing_keys(cfg: DictConfig) -> list[str]:
     return found
 
 
+#: the nested data options of a domain pair: each one is checked by the ``data.*`` rules too
+DOMAINS = ("source", "target")
+
+
+def _keys_of(key: str) -> list[str]:
+    """``key``, and for a ``data.*`` rule the same key under each domain of a pair."""
+    if not key.startswith("data."):
+        return [key]
+    return [key, *(f"data.{domain}.{key[5:]}" for domain in DOMAINS)]
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value that breaks a rule; cheap, no heavy imports."""
     problems = [f"{key} is required: set it on the command line ({key}=...)" for key in missing_keys(cfg)]
-    for key, ok, allowed in _RULES:
-        present, value = _select(cfg, key)
-        if present and not ok(value):
-            problems.append(f"{key}={value!r} is invalid: expected {allowed}")
+    for rule_key, ok, allowed in _RULES:
+        for key in _keys_of(rule_key):
+            present, value = _select(cfg, key)
+            if present and not ok(value):
+                problems.append(f"{key}={value!r} is invalid: expected {allowed}")
     val, test = (OmegaConf.select(cfg, f"data.{k}_fraction", default=None) for k in ("val", "test"))
     if not problems and _num(val) and _num(test) and val + test >= 1:
         problems.append(f"data.val_fraction={val} + data.test_fraction={test} leave no training data: "

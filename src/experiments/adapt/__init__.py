@@ -1,6 +1,3 @@
-"""Domain adaptation: gradient reversal, domain discriminator, EMA teacher, AdaBN, light
-augmentations (pure torch) and the methods built from them (``adapt=``)."""
-
-from experiments.adapt.methods import DANN, AdaptationMethod, AdaptStep, MeanTeacher, Oracle, SourceOnly
-
-__all__ = ["DANN", "AdaptStep", "AdaptationMethod", "MeanTeacher", "Oracle", "SourceOnly"]
+"""Domain adaptation: gradient reversal, domain discriminator and the adversarial loss, EMA
+teacher, AdaBN, label-free validators and the methods built from them (``adapt=``, one module each
+in ``experiments.adapt.methods``)."""

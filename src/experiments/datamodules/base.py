@@ -105,11 +105,18 @@ class ClassificationDataModule(L.LightningDataModule):
         name: str | None = None,
         batched: bool = True,
         device_augment: DeviceAugment | None = None,
+        val_samples_per_class: int | str | None = None,
     ) -> None:
         super().__init__()
+        if not (val_samples_per_class in (None, "all") or (isinstance(val_samples_per_class, int)
+                                                            and not isinstance(val_samples_per_class, bool)
+                                                            and val_samples_per_class >= 1)):
+            raise ConfigError(f"data.val_samples_per_class={val_samples_per_class!r} is invalid: expected null (as "
+                              "many as data.samples_per_class), an integer >= 1, or 'all' (the whole split)")
+        self.val_samples_per_class = val_samples_per_class
         self.batched = batched
         self.device_augment = device_augment
-        self._augment_generator: tuple[int, torch.Generator] | None = None
+        self._augment_generators: dict[tuple[int, int], torch.Generator] = {}
         self._train_normalisation: tuple[list[float] | None, list[float] | None] | None = None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -149,6 +156,17 @@ class ClassificationDataModule(L.LightningDataModule):
         return [str(i) for i in range(self.num_classes)]
 
     # -- shared machinery -----------------------------------------------------------------------
+    @property
+    def val_limit(self) -> int | None:
+        """Labelled validation images kept per class: ``val_samples_per_class``, or when that is
+        null the training limit ``samples_per_class`` (a 10-label run validates on 10 per class
+        too, so its checkpoint and auto's probe read no more labels than it trains on); None: all."""
+        if self.val_samples_per_class == "all":
+            return None
+        if self.val_samples_per_class is not None:
+            return int(self.val_samples_per_class)
+        return getattr(self, "samples_per_class", None)
+
     def set_preprocessing(self, preprocessing: Preprocessing) -> None:
         """Adopt what the model expects (channels, size, normalisation) before ``setup``."""
         self.preprocessing = preprocessing
@@ -172,6 +190,9 @@ class ClassificationDataModule(L.LightningDataModule):
             train, carved = parts[0], list(parts[1:])
             val = val if val is not None else carved.pop(0)
             test = test if test is not None else carved.pop(0)
+        limit = self.val_limit
+        if limit is not None:
+            val = limit_labelled_split(val, limit, torch.Generator().manual_seed(self.seed + 1))
         self.train_set = TransformedDataset(train, self.build_transform(train=True), self.batched)
         eval_transform = self.build_transform(train=False)
         self.val_set = TransformedDataset(val, eval_transform, self.batched)
@@ -210,19 +231,27 @@ class ClassificationDataModule(L.LightningDataModule):
         if self.device_augment is None or trainer is None or not trainer.training:
             return batch
         x, y = batch
+        return [self.augment_on_device(self.device_augment, x, trainer.current_epoch, trainer.global_rank), y]
+
+    def augment_on_device(self, augment: DeviceAugment, x: torch.Tensor, epoch: int, rank: int = 0,
+                          stream: int = 0) -> torch.Tensor:
+        """``augment`` applied to this data's training batch ``x`` on its device (the loader's
+        normalisation undone and redone), drawn from the (seed, epoch, rank, stream) generator:
+        ``stream`` keeps two users of one data option apart (a domain pair's target views)."""
         if self._train_normalisation is None:  # found once: the training transform is fixed by now
             self._train_normalisation = self._normalisation()
         mean, std = self._train_normalisation
-        generator = self._epoch_generator(x.device, trainer.current_epoch, trainer.global_rank)
-        x = self.device_augment.normalized(x, mean, std, generator) if mean is not None else self.device_augment(x, generator)
-        return [x, y]
+        generator = self._epoch_generator(x.device, epoch, rank, stream)
+        return augment.normalized(x, mean, std, generator) if mean is not None else augment(x, generator)
 
-    def _epoch_generator(self, device: torch.device, epoch: int, rank: int) -> torch.Generator:
-        """A generator on ``device`` seeded from (seed, epoch, rank): a resumed run draws the same."""
-        if self._augment_generator is None or self._augment_generator[0] != epoch:
-            generator = torch.Generator(device=device).manual_seed(self.seed * 100_003 + epoch * 7_919 + rank)
-            self._augment_generator = (epoch, generator)
-        return self._augment_generator[1]
+    def _epoch_generator(self, device: torch.device, epoch: int, rank: int, stream: int = 0) -> torch.Generator:
+        """A generator on ``device`` seeded from (seed, epoch, rank, stream): a resumed run draws the same."""
+        key = (epoch, stream)
+        if key not in self._augment_generators:
+            seed = self.seed * 100_003 + epoch * 7_919 + rank + stream * 1_000_003
+            self._augment_generators = {k: g for k, g in self._augment_generators.items() if k[0] == epoch}
+            self._augment_generators[key] = torch.Generator(device=device).manual_seed(seed)
+        return self._augment_generators[key]
 
     def _normalisation(self) -> tuple[list[float] | None, list[float] | None]:
         """The mean/std the loader normalised training images with (None: not normalised)."""
@@ -284,3 +313,24 @@ class ClassificationDataModule(L.LightningDataModule):
         self.setup()
         return self.make_loader(self.test_set, train=False)
 
+
+def limit_labelled_split(dataset: Dataset, n: int, generator: torch.Generator) -> Dataset:
+    """At most ``n`` items of each class of ``dataset`` (a seeded draw, order kept). An in-memory
+    dataset (a ``labels`` tensor) stays of its kind (its ``subset`` when it has one, else a new
+    one from ``images``/``labels``), so its batched fetching and side tensors stay; any other is
+    read item by item (validation splits are small) and wrapped in a ``Subset``."""
+    from torch.utils.data import Subset
+
+    from experiments.datamodules.selection import limit_per_class
+
+    labels = getattr(dataset, "labels", None)
+    in_memory = isinstance(labels, torch.Tensor)
+    if not in_memory:
+        labels = torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
+    order = torch.randperm(len(labels), generator=generator)
+    kept = torch.sort(limit_per_class(order, labels, n, generator)).values
+    if in_memory and hasattr(dataset, "subset"):
+        return dataset.subset(kept)
+    if in_memory and isinstance(getattr(dataset, "images", None), torch.Tensor):
+        return type(dataset)(dataset.images[kept], labels[kept])
+    return Subset(dataset, kept.tolist())

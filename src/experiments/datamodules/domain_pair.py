@@ -10,13 +10,16 @@ from __future__ import annotations
 import dataclasses
 
 from collections.abc import Iterator
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from experiments.adapt.methods.base import DomainBatch
 from experiments.datamodules.base import ClassificationDataModule
+from experiments.datamodules.device_augment import DeviceAugment
 from experiments.datamodules.transforms import TransformedDataset
 from experiments.errors import ConfigError
 from experiments.models.core import Preprocessing
@@ -53,6 +56,13 @@ class DomainPairDataModule(L.LightningDataModule):
             without labels (``has_labels`` false, e.g. an image folder without class folders) is
             trained on and never evaluated.
         name: for logs and results (default ``<source>-><target>``).
+        mean, std: one normalisation for both domains (None: each domain its own statistics).
+        device_augment: per-sample augmentation of the SOURCE's training batches on the device
+            (``augment=digits`` with ``data=da_pair``); each domain's own ``device_augment``
+            (``data.source.device_augment``, ``data.target.device_augment``) works as well.
+        target_views: named augmentations of the target's training batches, built on the device
+            beside the ``plain`` view (``{"weak": DeviceAugment, "strong": DeviceAugment}``); the
+            yaml takes them from the method (``${adapt.views}``), which reads them by name.
 
     The two domains must give images of the same height and width (after ``image_size``) and the
     same number of classes; their channels may differ when one is grey: the model takes the larger
@@ -60,13 +70,24 @@ class DomainPairDataModule(L.LightningDataModule):
 
     Training batches: ``{"source": (x, y), "target": x}`` (``(x, y)`` with target labels), from
     Lightning's ``CombinedLoader`` in ``max_size_cycle`` mode: an epoch runs through the longer
-    domain once and cycles the shorter one.
+    domain once and cycles the shorter one. On the device they become a
+    :class:`~experiments.adapt.methods.base.DomainBatch` (augmented source, target views).
     """
 
     def __init__(self, source: ClassificationDataModule, target: ClassificationDataModule, name: str | None = None,
-                 mean: list[float] | None = None, std: list[float] | None = None) -> None:
+                 mean: list[float] | None = None, std: list[float] | None = None,
+                 device_augment: DeviceAugment | None = None,
+                 target_views: dict[str, DeviceAugment] | None = None) -> None:
         super().__init__()
         self.source, self.target = source, target
+        if device_augment is not None:
+            if source.device_augment is not None:
+                raise ConfigError("data.device_augment (augment=) and data.source.device_augment both augment the "
+                                  "source: keep one")
+            source.device_augment = device_augment
+        self.target_views = dict(target_views or {})
+        if "plain" in self.target_views:
+            raise ConfigError("data.target_views.plain is the unaugmented target view: name the view otherwise")
         self.name = name or f"{source.name}->{target.name}"
         #: one normalisation for both domains when the model's weights prescribe none (null: each
         #: domain its own statistics, which already adapts the target's first moments)
@@ -108,6 +129,14 @@ class DomainPairDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.source.setup(stage)
         self.target.setup(stage)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A training batch becomes a DomainBatch: the source with its augmentation, the target as
+        named views (each domain's augmentation drawn from its own seeded generator)."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training or not isinstance(batch, dict):
+            return batch
+        return as_domain_batch(batch, self, trainer.current_epoch, trainer.global_rank)
 
     # -- loaders ----------------------------------------------------------------------------------
     def train_dataloader(self) -> CombinedLoader:
@@ -173,6 +202,25 @@ class DomainPairDataModule(L.LightningDataModule):
                 "give the target the source's class folders (or none, to leave it unlabelled)"
             )
         return (max(channels), *source_shape[1:])
+
+
+def as_domain_batch(batch: dict[str, Any], pair: DomainPairDataModule | None = None, epoch: int = 0,
+                    rank: int = 0) -> DomainBatch:
+    """``{"source": (x, y), "target": x or (x, y)}`` as a :class:`DomainBatch`; with ``pair`` its
+    domains' device augmentations and target views are applied, without it the target has only its
+    ``plain`` view (a loader given to ``Trainer.fit`` directly)."""
+    source_x, source_y = batch["source"]
+    target = batch["target"]
+    target_x, target_y = target if isinstance(target, (tuple, list)) else (target, None)
+    views = {}
+    if pair is not None:
+        if pair.source.device_augment is not None:
+            source_x = pair.source.augment_on_device(pair.source.device_augment, source_x, epoch, rank)
+        if pair.target.device_augment is not None:
+            target_x = pair.target.augment_on_device(pair.target.device_augment, target_x, epoch, rank, stream=1)
+        views = {name: pair.target.augment_on_device(augment, target_x, epoch, rank, stream=1)
+                 for name, augment in pair.target_views.items()}
+    return DomainBatch(source_x, source_y, {"plain": target_x, **views}, target_y)
 
 
 def _shape_after_resize(data: ClassificationDataModule) -> tuple[int, ...]:

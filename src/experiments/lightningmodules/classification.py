@@ -6,6 +6,7 @@ the science. Train, validation and test share one step.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -197,5 +198,8 @@ class ClassificationModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.optimizer_groups())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
+        # a schedule over the run's steps is completed here, where the Trainer knows them
+        takes_steps = "total_steps" in inspect.signature(getattr(self.scheduler_factory, "func", self.scheduler_factory)).parameters
+        steps = {"total_steps": int(self.trainer.estimated_stepping_batches)} if takes_steps else {}
+        scheduler = self.scheduler_factory(optimizer, **steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}

@@ -9,7 +9,10 @@ method's scalars (``train/domain_acc``, ``train/dann_lambda``, ``train/consisten
 ``val/source_acc``, ``val/source_loss``, ``val/target_acc``, ``val/target_loss`` and the same under
 ``test/`` (target metrics only when the target has labels). ``val/acc``, ``val/loss``,
 ``test/acc`` and ``test/loss`` repeat the SOURCE values, so the default checkpoint objective
-(``objective: val/acc``) never looks at a target label.
+(``objective: val/acc``) never looks at a target label. The label-free validators
+(:mod:`experiments.adapt.validators`), computed from the target's validation PREDICTIONS only, are
+logged as ``val/target_entropy``, ``val/target_im``, ``val/target_snd`` and
+``val/target_confident``; each can be the ``objective``.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from experiments.adapt.adabn import AdaBNCallback
-from experiments.adapt.methods.base import AdaptationMethod
-from experiments.datamodules.domain_pair import DomainPairDataModule
+from experiments.adapt.methods.base import AdaptationMethod, DomainBatch
+from experiments.adapt.validators import VALIDATORS, label_free_scores
+from experiments.datamodules.domain_pair import DomainPairDataModule, as_domain_batch
 from experiments.errors import ConfigError
 from experiments.lightningmodules.classification import ClassificationModule, OptimizerFactory, SchedulerFactory
 from experiments.finetune.strategies import FinetuneStrategy
@@ -41,8 +45,9 @@ class DomainAdaptationModule(ClassificationModule):
         adapt: the method; it is bound to ``model`` here (a discriminator sized from the features,
             a teacher copied from the model), so a checkpoint reloads into a module built the same way.
 
-    Training batches are ``{"source": (x, y), "target": x or (x, y)}``; target labels are there
-    only for a method that uses them (``adapt.uses_target_labels``).
+    Training batches are :class:`DomainBatch` (the domain pair builds them on the device) or
+    ``{"source": (x, y), "target": x or (x, y)}`` (a loader given to ``Trainer.fit`` directly);
+    target labels are there only for a method that uses them (``adapt.uses_target_labels``).
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class DomainAdaptationModule(ClassificationModule):
         prefixes.update({f"{stage}_{domain}": f"{stage}/{domain}_" for stage in ("val", "test") for domain in DOMAINS})
         self._add_streams(num_classes, prefixes)
         self.train_scalars = nn.ModuleDict({name: MeanMetric() for name in ("loss", *adapt.log_names)})
+        self._target_probs: list[torch.Tensor] = []
 
     def check_data(self, datamodule: Any) -> None:
         """A source and a target domain are needed; tells the pair whether the target's training
@@ -79,10 +85,15 @@ class DomainAdaptationModule(ClassificationModule):
         if self.adapt.uses_target_labels and not datamodule.target_has_labels:
             raise ConfigError(f"adapt={self.adapt.name} trains on target labels but the target {datamodule.target.name} "
                               "has none (no class folders); choose a method that needs no target labels, e.g. adapt=dann")
+        missing = set(self.adapt.view_names) - set(getattr(datamodule, "target_views", {}))
+        if missing:
+            raise ConfigError(f"adapt={self.adapt.name} reads the target views {sorted(missing)} but data={name} "
+                              "builds none of them: keep data.target_views: ${adapt.views} (conf/data/da_pair.yaml)")
         datamodule.train_target_labels = self.adapt.uses_target_labels
 
     def epoch_metrics(self) -> set[str]:
-        return super().epoch_metrics() | {f"train/{name}" for name in self.train_scalars}
+        return (super().epoch_metrics() | {f"train/{name}" for name in self.train_scalars}
+                | {f"val/target_{name}" for name in VALIDATORS})
 
     def evaluated_model(self) -> nn.Module:
         """The network validation, test, predict and AdaBN use (the teacher for mean_teacher)."""
@@ -97,19 +108,22 @@ class DomainAdaptationModule(ClassificationModule):
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
         return min(1.0, self.global_step / total) if total and total != float("inf") else 0.0
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        source_x, source_y = batch["source"]
-        target = batch["target"]
-        target_x, target_y = target if isinstance(target, (tuple, list)) else (target, None)
-        source_x, target_x = self.to_layout(source_x), self.to_layout(target_x)
-        step = self.adapt.training_step(self.model, source_x, target_x, target_y, self.progress, self.classification_loss)
-        source_loss = self.classification_loss(step.source_logits, source_y)
-        loss = source_loss + step.loss
-        self._accumulate("train", step.source_logits, source_y, source_loss)
-        self.train_scalars["loss"].update(loss.detach(), weight=len(source_y))
+    def training_step(self, batch: DomainBatch | dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if not isinstance(batch, DomainBatch):
+            batch = as_domain_batch(batch)
+        batch.source_x = self.to_layout(batch.source_x)
+        batch.target = {name: self.to_layout(x) for name, x in batch.target.items()}
+        step = self.adapt.training_step(self.model, batch, self.progress, self.classification_loss)
+        if step.source_logits is not None:
+            source_loss = self.classification_loss(step.source_logits.detach(), batch.source_y)
+            self._accumulate("train", step.source_logits, batch.source_y, source_loss)
+        self.train_scalars["loss"].update(step.loss.detach(), weight=len(batch.source_y))
         for name, value in step.logs.items():
             self.train_scalars[name].update(value)
-        return loss
+        return step.loss
+
+    def on_train_epoch_start(self) -> None:
+        self.adapt.on_train_epoch_start(self.model, self.current_epoch)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.adapt.after_optimizer_step(self.model)
@@ -123,7 +137,10 @@ class DomainAdaptationModule(ClassificationModule):
             metric.reset()
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        return self._shared_step(batch, f"val_{DOMAINS[dataloader_idx]}")[0]
+        loss, logits = self._shared_step(batch, f"val_{DOMAINS[dataloader_idx]}")
+        if DOMAINS[dataloader_idx] == "target":  # predictions only: the validators read no label
+            self._target_probs.append(logits.detach().float().softmax(dim=-1))
+        return loss
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         loss, logits = self._shared_step(batch, f"test_{DOMAINS[dataloader_idx]}")
@@ -138,6 +155,11 @@ class DomainAdaptationModule(ClassificationModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_domains("val")
+        if self._target_probs:
+            probs = self.all_gather(torch.cat(self._target_probs)).flatten(0, -2)
+            scores = label_free_scores(probs, self.adapt.confidence_threshold)
+            self.log_dict({f"val/target_{name}": value for name, value in scores.items()})
+        self._target_probs.clear()
 
     def on_test_epoch_end(self) -> None:
         self._log_domains("test")

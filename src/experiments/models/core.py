@@ -120,6 +120,11 @@ class TransferModel(nn.Module):
     def num_features(self) -> int:
         return _linear_in_features(self.head)
 
+    @property
+    def num_classes(self) -> int:
+        """The head's output size."""
+        return [m for m in self.head.modules() if isinstance(m, nn.Linear)][-1].out_features
+
     def block_parameters(self, index: int) -> list[nn.Parameter]:
         named = dict(self.backbone.named_parameters())
         return [named[n] for n in self.blocks[index].param_names]

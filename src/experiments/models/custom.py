@@ -48,6 +48,40 @@ class SmallCNN(nn.Module):
         return self.fc(self.pool(self.stage3(self.stage2(self.stage1(x)))))
 
 
+class LeNetBN(nn.Module):
+    """A LeNet-style digits network with BatchNorm and a flattened feature layer.
+
+    Three conv-BN-ReLU-maxpool blocks (kernel 5, 3, 3; widths ``width * (1, 2, 4)``) halve the
+    resolution each, then the feature map is FLATTENED (no global pooling: where a stroke lies is
+    kept, which the digits-M task needs) into a fully connected ``features``-wide layer
+    (Linear-BN-ReLU-dropout) and a linear head. Blocks for fine-tuning: ``block1`` .. ``block3``,
+    ``features`` (four, input side first). ``input_hw`` (from the data) sizes the flattened layer.
+    """
+
+    def __init__(self, num_classes: int, in_chans: int = 3, input_hw: tuple[int, ...] | None = (32, 32),
+                 width: int = 32, features: int = 256, dropout: float = 0.5) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, kernel: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout),
+                                 nn.ReLU(inplace=True), nn.MaxPool2d(2))
+
+        h, w = tuple(input_hw or (32, 32))[-2:]
+        if h < 8 or w < 8:
+            raise ModelError(f"model=lenet_bn halves the image three times and needs at least 8x8 inputs, "
+                             f"got {h}x{w}; resize the data (data.image_size=32)")
+        self.block1 = block(in_chans, width, 5)
+        self.block2 = block(width, 2 * width, 3)
+        self.block3 = block(2 * width, 4 * width, 3)
+        flat = 4 * width * (h // 8) * (w // 8)
+        self.features = nn.Sequential(nn.Flatten(), nn.Linear(flat, features, bias=False), nn.BatchNorm1d(features),
+                                      nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.fc = nn.Linear(features, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(self.block3(self.block2(self.block1(x)))))
+
+
 class ResidualBlock(nn.Module):
     """Two 3x3 conv-BN layers with a skip connection (1x1 conv-BN when the shape changes)."""
 

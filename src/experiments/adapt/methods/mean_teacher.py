@@ -2,7 +2,8 @@
 
 A teacher, the exponential moving average of the student, labels the target softly; the student
 is trained to agree with it on differently augmented views of the same target images, where the
-teacher is confident. The teacher is the network that is evaluated, selected and saved.
+teacher is confident. A class-balance term keeps the student's mean target prediction near uniform
+(so no class swallows the target). The teacher is the network that is evaluated, selected and saved.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
-from experiments.adapt.augment import LightAugment
 from experiments.adapt.ema import ema_teacher, ema_update
-from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, LossFn
-from experiments.errors import ConfigError
+from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, DomainBatch, LossFn, check_fraction, check_non_negative
 from experiments.models.core import TransferModel
 
 
@@ -25,58 +25,63 @@ def sigmoid_rampup(progress: float, length: float) -> float:
     return math.exp(-5.0 * (1.0 - max(progress, 0.0) / length) ** 2)
 
 
-class MeanTeacher(AdaptationMethod):
-    """Source cross-entropy plus a confidence-masked consistency loss on the target.
+def class_balance(probs: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the mean prediction ``probs.mean(0)`` ``(K,)`` against ``1/K``,
+    summed over the classes (self-ensembling's class-balance loss)."""
+    mean = probs.mean(dim=0).clamp(1e-6, 1 - 1e-6)
+    return F.binary_cross_entropy(mean, torch.full_like(mean, 1.0 / len(mean)), reduction="sum")
 
-    Each step the student sees the source batch and an augmented target batch in separate
-    forward passes (so each gets its own BatchNorm batch statistics); the teacher sees another
-    augmentation of the same target batch. The consistency is the squared distance between the
-    two class-probability vectors, counted only where the teacher's top probability exceeds
-    ``confidence_threshold``, averaged over the batch and weighted by ``consistency_weight``
-    ramped up over the first ``rampup`` fraction of training.
+
+class MeanTeacher(AdaptationMethod):
+    """Source cross-entropy, a confidence-masked consistency loss and a class-balance loss.
+
+    Each step the student sees the source batch and the ``student`` view of the target batch in
+    separate forward passes (each domain gets its own BatchNorm batch statistics); the teacher sees
+    the ``teacher`` view (another draw of the augmentation). The consistency is the squared
+    distance between the two class-probability vectors, counted only where the teacher's top
+    probability exceeds ``confidence_threshold``, averaged over the batch and weighted by
+    ``consistency_weight`` ramped up over the first ``rampup`` of training; the class balance is
+    weighted by ``class_balance`` times the share of confident samples.
 
     Args:
         ema_decay: the teacher keeps this share of itself at each step.
         confidence_threshold: teacher confidence below which a target sample is masked out.
         consistency_weight: weight of the consistency loss after the ramp-up.
-        rampup: fraction of the training steps over which that weight rises from ~0.
-        augment: options of :class:`~experiments.adapt.augment.LightAugment`.
-        name, adabn: see :class:`AdaptationMethod`.
+        class_balance: weight of the class-balance loss (0 leaves it out).
+        rampup: fraction of the training steps over which the consistency weight rises from ~0.
+        name, adabn, views: see :class:`AdaptationMethod` (views ``student`` and ``teacher``).
     """
 
-    log_names = ("consistency", "mask_rate")
+    log_names = ("consistency", "mask_rate", "class_balance")
 
     def __init__(self, name: str = "mean_teacher", adabn: bool = False, ema_decay: float = 0.99,
-                 confidence_threshold: float = 0.9, consistency_weight: float = 3.0, rampup: float = 0.1,
-                 augment: dict | None = None) -> None:
-        super().__init__(name, adabn)
-        checks = (("ema_decay", ema_decay, 0 <= ema_decay < 1, "[0, 1)"),
-                  ("confidence_threshold", confidence_threshold, 0 <= confidence_threshold < 1, "[0, 1)"),
-                  ("consistency_weight", consistency_weight, consistency_weight >= 0, ">= 0"),
-                  ("rampup", rampup, 0 <= rampup <= 1, "[0, 1] (a fraction of training)"))
-        for key, value, ok, allowed in checks:
-            if not ok:
-                raise ConfigError(f"adapt.{key}={value} is invalid: expected {allowed}")
+                 confidence_threshold: float = 0.968, consistency_weight: float = 3.0, class_balance: float = 0.005,
+                 rampup: float = 0.0, views=None) -> None:
+        super().__init__(name, adabn, views)
+        check_fraction("ema_decay", ema_decay, high_open=True)
+        check_fraction("confidence_threshold", confidence_threshold, high_open=True)
+        check_fraction("rampup", rampup)
+        check_non_negative(consistency_weight=consistency_weight, class_balance=class_balance)
         self.ema_decay, self.confidence_threshold = ema_decay, confidence_threshold
-        self.consistency_weight, self.rampup = consistency_weight, rampup
-        self.augment = LightAugment(**(augment or {}))
+        self.consistency_weight, self.class_balance, self.rampup = consistency_weight, class_balance, rampup
 
     def bind(self, model: TransferModel) -> None:
         self.teacher = ema_teacher(model)
 
-    def training_step(self, model: TransferModel, source_x: torch.Tensor, target_x: torch.Tensor,
-                      target_y: torch.Tensor | None, progress: float, loss_fn: LossFn) -> AdaptStep:
-        source_logits = model(source_x)
-        student = model(self.augment(target_x)).float().softmax(dim=-1)
+    def training_step(self, model: TransferModel, batch: DomainBatch, progress: float, loss_fn: LossFn) -> AdaptStep:
+        source_logits = model(batch.source_x)
+        student = model(self.view(batch, "student")).float().softmax(dim=-1)
         with torch.no_grad():
             for t, s in zip(self.teacher.modules(), model.modules()):  # same dropout/BN modes
                 t.training = s.training
-            teacher = self.teacher(self.augment(target_x)).float().softmax(dim=-1)
+            teacher = self.teacher(self.view(batch, "teacher")).float().softmax(dim=-1)
         mask = (teacher.max(dim=-1).values > self.confidence_threshold).float()
         consistency = (((student - teacher) ** 2).sum(dim=-1) * mask).mean()
+        balance = class_balance(student) * mask.mean()
         weight = self.consistency_weight * sigmoid_rampup(progress, self.rampup)
-        logs = {"consistency": consistency.detach(), "mask_rate": mask.mean()}
-        return AdaptStep(source_logits, weight * consistency, logs)
+        loss = loss_fn(source_logits, batch.source_y) + weight * consistency + self.class_balance * balance
+        logs = {"consistency": consistency.detach(), "mask_rate": mask.mean(), "class_balance": balance.detach()}
+        return AdaptStep(loss, source_logits, logs)
 
     def after_optimizer_step(self, model: TransferModel) -> None:
         ema_update(self.teacher, model, self.ema_decay)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, LossFn
+from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, DomainBatch, LossFn
 from experiments.errors import ConfigError
 from experiments.models.core import TransferModel
 
@@ -19,15 +19,15 @@ class Oracle(AdaptationMethod):
     uses_target_labels = True
     log_names = ("target_loss",)
 
-    def __init__(self, name: str = "oracle", adabn: bool = False) -> None:
-        super().__init__(name, adabn)
+    def __init__(self, name: str = "oracle", adabn: bool = False, views=None) -> None:
+        super().__init__(name, adabn, views)
 
-    def training_step(self, model: TransferModel, source_x: torch.Tensor, target_x: torch.Tensor,
-                      target_y: torch.Tensor | None, progress: float, loss_fn: LossFn) -> AdaptStep:
-        if target_y is None:
+    def training_step(self, model: TransferModel, batch: DomainBatch, progress: float, loss_fn: LossFn) -> AdaptStep:
+        if batch.target_y is None:
             raise ConfigError("adapt=oracle trains on target labels but the target batches carry none; "
                               "give a labelled target (class folders) or choose another adapt= method")
-        logits = model(torch.cat([source_x, target_x]))
-        n = len(source_x)
-        target_loss = loss_fn(logits[n:], target_y)
-        return AdaptStep(logits[:n], target_loss, {"target_loss": target_loss.detach()})
+        n = len(batch.source_x)
+        logits = model(torch.cat([batch.source_x, batch.target["plain"]]))
+        target_loss = loss_fn(logits[n:], batch.target_y)
+        return AdaptStep(loss_fn(logits[:n], batch.source_y) + target_loss, logits[:n],
+                         {"target_loss": target_loss.detach()})

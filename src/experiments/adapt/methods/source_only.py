@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import torch
-
-from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, LossFn
+from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, DomainBatch, LossFn
 from experiments.models.core import TransferModel
 
 
 class SourceOnly(AdaptationMethod):
     """Trains on labelled source data alone; the target is only evaluated (AdaBN optional)."""
 
-    def __init__(self, name: str = "source_only", adabn: bool = False) -> None:
-        super().__init__(name, adabn)
+    def __init__(self, name: str = "source_only", adabn: bool = False, views=None) -> None:
+        super().__init__(name, adabn, views)
 
-    def training_step(self, model: TransferModel, source_x: torch.Tensor, target_x: torch.Tensor,
-                      target_y: torch.Tensor | None, progress: float, loss_fn: LossFn) -> AdaptStep:
-        logits = model(source_x)
-        return AdaptStep(logits, logits.new_zeros(()))
+    def training_step(self, model: TransferModel, batch: DomainBatch, progress: float, loss_fn: LossFn) -> AdaptStep:
+        logits = model(batch.source_x)
+        return AdaptStep(loss_fn(logits, batch.source_y), logits)
