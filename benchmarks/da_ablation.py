@@ -31,6 +31,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from _common import QUIET, compose_cfg
 from experiments.adapt.validators import VALIDATORS
@@ -59,8 +60,10 @@ class TargetTestPerEpoch(L.Callback):
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after the module logged the epoch (a callback's epoch-end hook runs before the module's);
+        # only while fitting (not the final re-validation of the chosen checkpoint)
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         loader = trainer.datamodule.target.test_dataloader()
         network = pl_module.evaluated_model()

@@ -241,10 +241,12 @@ def test_every_method_runs_reloads_and_logs_both_domains(tmp_path, method):
         # one confusion matrix per domain, never the two mixed
         assert {f"test/confusion_matrix/{d}" for d in ("source", "target")} <= set(events.Tags()["images"])
         assert [g["name"] for g in record["finetune_detail"]["lr_groups"]][-1] == "discriminator"
+        assert "test/features" in events.Tags()["images"]  # both domains' test features, PCA
+    assert 0 <= metrics["test/proxy_a_distance"] <= 2
 
     reloaded = test_checkpoint(compose_cfg(tmp_path / "test", *TINY, f"adapt={method}", *trap, NO_FIGURES, "mode=test",
                                            f"ckpt_path={record['best_checkpoint']}"))
-    for key in ("test/source_acc", "test/target_acc", "val/target_acc"):
+    for key in ("test/source_acc", "test/target_acc", "val/target_acc", "test/proxy_a_distance"):
         assert reloaded["metrics"][key] == pytest.approx(metrics[key], abs=1e-6), key
 
 
@@ -497,3 +499,14 @@ def test_lenet_bn_has_four_blocks_and_a_flattened_feature_layer():
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     with pytest.raises(ModelError, match="at least 8x8"):
         LeNetBN(10, 3, input_hw=(4, 4))
+
+
+def test_proxy_a_distance_tells_separable_domains_from_mixed_ones():
+    import numpy as np
+
+    from experiments.reporting.domain_features import proxy_a_distance
+
+    rng = np.random.default_rng(0)
+    same = proxy_a_distance(rng.normal(size=(400, 8)), rng.normal(size=(400, 8)))
+    apart = proxy_a_distance(rng.normal(size=(400, 8)), rng.normal(size=(400, 8)) + 3)
+    assert same < 0.3 and apart > 1.9

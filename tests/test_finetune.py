@@ -175,3 +175,20 @@ def test_results_record_block_states(tmp_path, weights_file):
     blocks = record["finetune_detail"]["blocks"]
     assert [b["trainable_at_end"] for b in blocks] == [False, False, False, False, True]
     assert record["params"]["trainable"] == blocks[-1]["params"] + 512 * 10 + 10
+
+
+def test_a_bare_trainer_fit_applies_the_strategy(tmp_path):
+    """The module brings its strategy (configure_callbacks): a Trainer built by hand, with no
+    callback of ours, still trains the head alone under classifier_only."""
+    from experiments.build import build_components
+
+    cfg = compose_cfg(tmp_path, "finetune=classifier_only", "finetune.cache_features=false")
+    parts = build_components(cfg)
+    before = {k: v.clone() for k, v in parts.model.state_dict().items()}
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0)
+    trainer.fit(parts.module, datamodule=parts.datamodule)
+    after = parts.model.state_dict()
+    head = {k for k in after if k.startswith("head.")}
+    assert head and all(not torch.equal(after[k], before[k]) for k in head if after[k].is_floating_point())
+    assert all(torch.equal(after[k], before[k]) for k in after if k not in head)  # BatchNorm statistics too

@@ -110,7 +110,9 @@ def run_task(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: list[str
         sys.exit(1)
     metrics = record.get("metrics", {})
     if _is_global_zero():
-        parts = [f"{key} {metrics[key]:.4f}" for key in ("test/acc", "val/acc") if key in metrics]
+        # a domain-adaptation run names its target first (test/acc is the source's there)
+        shown = ("test/target_acc", "test/source_acc", "val/source_acc") if "test/target_acc" in metrics else ("test/acc", "val/acc")
+        parts = [f"{key} {metrics[key]:.4f}" for key in shown if key in metrics]
         parts += [f"{record[key]} {key.removeprefix('num_')}" for key in ("epochs", "num_predictions") if key in record]
         label = "done" if cfg.mode == "train" else f"done ({cfg.mode})"
         log.info("%s: %s in %.1fs; run dir %s", label, ", ".join(parts), record["wall_time_s"], run_dir)

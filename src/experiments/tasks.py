@@ -45,13 +45,12 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), callbacks: Sequence[An
     best checkpoint. ``callbacks`` are added to the configured ones (benchmarks time epochs so)."""
     from experiments.build import build_trainer, evaluate, log_config, run_facts
     from experiments.finetune.cache import FeatureCache
-    from experiments.finetune.callback import FinetuneCallback
 
     parts = components_checked_against(cfg, cfg.get("ckpt_path"))
-    finetune = FinetuneCallback(parts.strategy, parts.module.base_lr)
+    finetune = parts.module.finetune_callback  # the module brings it (configure_callbacks)
     cache = FeatureCache(parts.strategy, parts.datamodule, parts.model, cfg.trainer)
     fit_data = cache.fit_datamodule()
-    trainer = build_trainer(cfg, [finetune, *cache.callbacks(), *callbacks], **cache.trainer_settings())
+    trainer = build_trainer(cfg, [*cache.callbacks(), *callbacks], **cache.trainer_settings())
     log_config(trainer, cfg, list(overrides))
     if parts.advice is not None:  # finetune=auto: its numbers and reason beside the curves
         from experiments.finetune.advisor import log_advice_text

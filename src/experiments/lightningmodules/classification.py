@@ -18,6 +18,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from experiments.errors import ConfigError, TrainingError
+from experiments.finetune.callback import FinetuneCallback
 from experiments.finetune.groups import build_param_groups
 from experiments.finetune.strategies import FinetuneStrategy
 from experiments.models.core import TransferModel
@@ -69,6 +70,9 @@ class ClassificationModule(L.LightningModule):
         self.label_smoothing = label_smoothing
         self._batches_are_features = False
         self._add_streams(num_classes, {s: f"{s}/" for s in STAGES})
+        #: applies the strategy (freezing, BatchNorm modes, stage learning rates); it comes with
+        #: the module (configure_callbacks), so every Trainer.fit of it trains as the strategy says
+        self.finetune_callback = FinetuneCallback(finetune, self.base_lr)
 
     def _add_streams(self, num_classes: int, prefixes: dict[str, str]) -> None:
         """An accuracy and a loss accumulator per stream (``train``, ``val``, ...); a stream's
@@ -203,3 +207,7 @@ class ClassificationModule(L.LightningModule):
         steps = {"total_steps": int(self.trainer.estimated_stepping_batches)} if takes_steps else {}
         scheduler = self.scheduler_factory(optimizer, **steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """What training this module correctly needs, whoever builds the Trainer: the strategy."""
+        return [self.finetune_callback]

@@ -168,4 +168,4 @@ class DomainAdaptationModule(ClassificationModule):
         return super().optimizer_groups() + self.adapt.param_groups(self.base_lr)
 
     def configure_callbacks(self) -> list[L.Callback]:
-        return [AdaBNCallback()] if self.adapt.adabn else []
+        return [*super().configure_callbacks(), *([AdaBNCallback()] if self.adapt.adabn else [])]

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 #: what a person compares between runs; keys a command line overrides (a sweep's) join them
 COMPARED = (
     "model.name", "finetune.name", "data.name", "optimizer.lr", "optimizer.weight_decay",
-    "data.batch_size", "trainer.max_epochs", "seed",
+    "data.batch_size", "trainer.max_epochs", "seed", "adapt.name", "adapt.adabn", "adapt.loss_weight",
 )
 
 #: tags of the final metrics in TensorBoard: ``final/val/acc`` ... (plain ``val/acc`` is per epoch)
