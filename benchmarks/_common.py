@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 
 import lightning as L
-from hydra import compose, initialize_config_dir
 
-import experiments.config  # noqa: F401  (registers the config resolvers)
+from experiments.compose import compose_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 QUIET = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
@@ -20,9 +17,7 @@ QUIET = [
 ]
 
 
-def compose_cfg(run_dir: Path, *overrides: str):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("run", overrides=[f"paths.run_dir={run_dir}", *overrides])
+compose_cfg = compose_config  # the one compose helper, shared with the tests
 
 
 class EpochTimer(L.Callback):

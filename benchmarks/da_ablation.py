@@ -35,7 +35,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from _common import QUIET, compose_cfg
 from experiments.adapt.validators import VALIDATORS
-from experiments.tasks import test_checkpoint, train
+from experiments.tasks import evaluate_checkpoint, train
 
 NO_AUGMENTATION = "data.source.device_augment=null"
 ROWS = {
@@ -86,7 +86,7 @@ def run_row(name: str, overrides: list[str], seed: int, root: Path, pair: str, e
     record = train(compose_cfg(run_dir, *common, *overrides, *extra), callbacks=[per_epoch])
     wall = time.perf_counter() - start
     ckpt = record["best_checkpoint"]
-    adabn = test_checkpoint(compose_cfg(run_dir / "adabn", *common, *overrides, *extra, "mode=test",
+    adabn = evaluate_checkpoint(compose_cfg(run_dir / "adabn", *common, *overrides, *extra, "mode=test",
                                         f"ckpt_path={ckpt}", "adapt.adabn=true"))
     metrics = record["metrics"]
     return {"row": name, "seed": seed, "pair": pair, "overrides": overrides + extra, "wall_s": wall,

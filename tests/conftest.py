@@ -8,12 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-import experiments.config  # noqa: F401  (registers the config resolvers)
+from experiments.compose import CONF, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 
 # Small and quiet: every in-process run uses these unless a test overrides them.
 FAST = [
@@ -28,9 +26,9 @@ FAST = [
 
 
 def compose_cfg(run_dir: Path, *overrides: str, fast: bool = True):
-    """The config `python run.py <overrides>` would run, writing into ``run_dir``."""
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("run", overrides=[f"paths.run_dir={run_dir}", *(FAST if fast else []), *overrides])
+    """The config `python run.py <overrides>` would run, writing into ``run_dir`` (small and quiet
+    unless ``fast=False``)."""
+    return compose_config(run_dir, *(FAST if fast else []), *overrides)
 
 
 def run_job(cfg, overrides: tuple[str, ...] = ()) -> dict:
@@ -41,6 +39,19 @@ def run_job(cfg, overrides: tuple[str, ...] = ()) -> dict:
 
     run_task(cfg, Path(cfg.paths.run_dir), False, list(overrides))
     return read_results(cfg.paths.run_dir)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path_factory):
+    """Every test runs as CI does: no hub or index is reached (the framework's and the hub
+    clients' offline switches) and the weight caches are the session's own, empty ones, so a test
+    never passes on what this machine happened to download. A test that needs another setting
+    sets it after this."""
+    cache = tmp_path_factory.getbasetemp() / "caches"
+    for key in ("EXPERIMENTS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(key, "1")
+    monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
+    monkeypatch.setenv("HF_HOME", str(cache / "hf"))
 
 
 @pytest.fixture(scope="session")

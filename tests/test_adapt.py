@@ -4,6 +4,7 @@ pair and its target views, the label-free validators, and every adapt= method en
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -217,7 +218,7 @@ VALIDATOR_SCALARS = {f"val/target_{name}" for name in ("entropy", "im", "snd", "
 def test_every_method_runs_reloads_and_logs_both_domains(tmp_path, method):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from experiments.tasks import test_checkpoint
+    from experiments.tasks import evaluate_checkpoint
     from experiments.tasks import train
 
     # the target's training labels raise when read: only the oracle may (and must) read them
@@ -244,7 +245,7 @@ def test_every_method_runs_reloads_and_logs_both_domains(tmp_path, method):
         assert "test/features" in events.Tags()["images"]  # both domains' test features, PCA
     assert 0 <= metrics["test/proxy_a_distance"] <= 2
 
-    reloaded = test_checkpoint(compose_cfg(tmp_path / "test", *TINY, f"adapt={method}", *trap, NO_FIGURES, "mode=test",
+    reloaded = evaluate_checkpoint(compose_cfg(tmp_path / "test", *TINY, f"adapt={method}", *trap, NO_FIGURES, "mode=test",
                                            f"ckpt_path={record['best_checkpoint']}"))
     for key in ("test/source_acc", "test/target_acc", "val/target_acc", "test/proxy_a_distance"):
         assert reloaded["metrics"][key] == pytest.approx(metrics[key], abs=1e-6), key
@@ -258,7 +259,7 @@ def test_the_oracle_reads_the_target_labels(tmp_path):
 
 
 def test_adabn_evaluates_the_target_with_target_statistics_and_leaves_the_checkpoint(tmp_path):
-    from experiments.tasks import test_checkpoint
+    from experiments.tasks import evaluate_checkpoint
     from experiments.tasks import train
 
     record = train(compose_cfg(tmp_path, *TINY, "adapt=source_only", TRAP, NO_FIGURES))
@@ -268,7 +269,7 @@ def test_adabn_evaluates_the_target_with_target_statistics_and_leaves_the_checkp
     def tested(adabn: bool) -> dict:
         run = tmp_path / f"adabn_{adabn}"
         cfg = compose_cfg(run, *TINY, "adapt=source_only", TRAP, NO_FIGURES, f"adapt.adabn={adabn}", "mode=test", f"ckpt_path={ckpt}")
-        return test_checkpoint(cfg)["metrics"]
+        return evaluate_checkpoint(cfg)["metrics"]
 
     plain, adapted = tested(False), tested(True)
     assert adapted["test/source_acc"] == plain["test/source_acc"]  # the source keeps its own statistics
@@ -510,3 +511,19 @@ def test_proxy_a_distance_tells_separable_domains_from_mixed_ones():
     same = proxy_a_distance(rng.normal(size=(400, 8)), rng.normal(size=(400, 8)))
     apart = proxy_a_distance(rng.normal(size=(400, 8)), rng.normal(size=(400, 8)) + 3)
     assert same < 0.3 and apart > 1.9
+
+
+@pytest.mark.parametrize("override, message", [
+    ("adapt.adabn=off", "adapt.adabn='off' is invalid: expected true or false"),  # bool("off") is True
+    ("adapt.lambda_max=abc", "adapt.lambda_max='abc' is invalid: expected a number >= 0"),
+    ("adapt.ema_decay=1", "adapt.ema_decay=1 is invalid: expected a number in [0, 1)"),
+    ("module.compile=off", "module.compile='off' is invalid: expected true or false"),
+    ("data.source.batch_size=0", "data.source.batch_size=0 is invalid: expected an integer >= 1"),
+    ("data.target.samples_per_class=0", "data.target.samples_per_class=0 is invalid"),
+])
+def test_bad_adaptation_values_are_named_before_torch(tmp_path, override, message):
+    from experiments.config import validate
+
+    method = "adapt=mean_teacher" if "ema_decay" in override else "adapt=dann"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(compose_cfg(tmp_path, "experiment=da_digits_m", method, override))

@@ -127,6 +127,7 @@ def test_lp_ft_switches_stage_and_lowers_the_head_lr(tmp_path, weights_file):
     assert record["finetune_detail"]["feature_cache"]["used"] and record["finetune_detail"]["feature_cache"]["epochs"] == 1
 
 
+@pytest.mark.slow  # ~40 s: three resnet18 fits
 def test_resume_mid_gradual_restores_frozen_state_lrs_and_weights(tmp_path, weights_file):
     path, _ = weights_file
     common = ("finetune=gradual", "scheduler=cosine", "trainer.deterministic=true")

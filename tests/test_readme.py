@@ -64,7 +64,13 @@ def test_every_readme_command_composes(tmp_path, command):
 FINETUNE_ROWS = [c for c in COMMANDS if "finetune=" in c and "model=resnet18" in c and "weights" not in c]
 
 
-@pytest.mark.parametrize("command", FINETUNE_ROWS)
+#: the default tier runs the strategies that no other test trains end to end from a command;
+#: the other rows run in the slow tier (each is a resnet18 fit)
+QUICK_ROWS = ("finetune=classifier_only", "finetune=lp_ft")
+
+
+@pytest.mark.parametrize("command", [c if any(q in c for q in QUICK_ROWS) else pytest.param(c, marks=pytest.mark.slow)
+                                     for c in FINETUNE_ROWS])
 def test_fine_tuning_table_commands_run(tmp_path, command):
     quick = ["trainer.max_epochs=2", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"]
     overrides = [o for o in overrides_of(command) if not o.startswith("model.pretrained")]

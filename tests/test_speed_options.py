@@ -18,6 +18,7 @@ def test_channels_last_puts_weights_and_batches_in_nhwc(tmp_path):
     assert parts.module(torch.rand(4, 1, 8, 8)).shape == (4, 10)
 
 
+@pytest.mark.slow  # two full digits trainings
 def test_channels_last_trains_to_the_same_accuracy(tmp_path):
     common = ("model=small_resnet", "trainer.max_epochs=2", "logger=none")
     nchw = run_job(compose_cfg(tmp_path / "a", *common))

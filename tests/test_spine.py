@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 
 import json
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONF, compose_cfg, run_cli, run_job
+from conftest import CONF, ROOT, compose_cfg, run_cli, run_job
 from hydra.utils import instantiate
 
 from experiments.results import read_results
@@ -197,3 +198,13 @@ def test_multirun_runs_every_job_even_when_one_fails(tmp_path):
     assert statuses == ["failed", "ok"]
     ok_job = next(j for j in jobs if read_results(j)["status"] == "ok")
     assert list((ok_job / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_every_mode_has_a_task_and_the_config_layer_imports_no_task():
+    from experiments.config import MODES
+    from experiments.tasks import TASKS
+
+    assert tuple(TASKS) == MODES
+    config_source = (ROOT / "src" / "experiments" / "config.py").read_text()
+    imports = re.findall(r"^\s*(?:from|import) (experiments\.\w+)", config_source, flags=re.M)
+    assert imports and not {"experiments.tasks", "experiments.datamodules", "experiments.build"} & set(imports)

@@ -11,10 +11,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from experiments.domains import DOMAINS
 from experiments.errors import ConfigError
-from experiments.tasks import TASKS
 
-MODES = tuple(TASKS)
+#: every ``mode=``; experiments.tasks.TASKS holds one function for each (a test checks they agree)
+MODES = ("train", "test", "predict", "advise", "env", "models")
 #: the halves of an embedded data set for domain-shift experiments (data.partition)
 PARTITIONS = ("all", "source", "target")
 
@@ -101,6 +102,17 @@ _RULES: list[_Rule] = [
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     ("scheduler.step_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("scheduler.T_max", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    # booleans are booleans: `adapt.adabn=off` must not turn AdaBN on (bool("off") is True)
+    *((key, lambda v: isinstance(v, bool), "true or false")
+      for key in ("adapt.adabn", "adapt.distribution_alignment", "adapt.entropy_conditioning", "module.compile",
+                  "module.channels_last")),
+    *((f"adapt.{key}", lambda v: _num(v) and v >= 0, "a number >= 0")
+      for key in ("loss_weight", "gamma", "lambda_max", "consistency_weight", "class_balance")),
+    *((f"adapt.{key}", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")
+      for key in ("ema_decay", "confidence_threshold", "dropout")),
+    *((f"adapt.{key}", lambda v: _num(v) and 0 <= v <= 1, "a number in [0, 1]") for key in ("rampup", "tau")),
+    ("adapt.temperature", lambda v: _num(v) and v > 0, "a number > 0"),
+    *((f"adapt.{key}", lambda v: _int(v) and v >= 1, "an integer >= 1") for key in ("hidden", "layers")),
 ]
 
 
@@ -126,12 +138,9 @@ def missing_keys(cfg: DictConfig) -> list[str]:
     return found
 
 
-#: the nested data options of a domain pair: each one is checked by the ``data.*`` rules too
-DOMAINS = ("source", "target")
-
-
 def _keys_of(key: str) -> list[str]:
-    """``key``, and for a ``data.*`` rule the same key under each domain of a pair."""
+    """``key``, and for a ``data.*`` rule the same key under each domain of a pair (its nested
+    data options are checked like a plain one)."""
     if not key.startswith("data."):
         return [key]
     return [key, *(f"data.{domain}.{key[5:]}" for domain in DOMAINS)]

@@ -92,7 +92,7 @@ def advise(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
     return {**run_facts(parts), "finetune_detail": {"auto": parts.advice.record()}}
 
 
-def test_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
+def evaluate_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
     """``mode=test``: validation and test metrics of ``ckpt_path``, as the training run reports them."""
     from experiments.build import build_trainer, evaluate, log_config, run_facts
 
@@ -145,7 +145,7 @@ Task = Callable[[DictConfig, Sequence[str]], Record | None]
 
 TASKS: dict[str, Task] = {
     "train": train,
-    "test": test_checkpoint,
+    "test": evaluate_checkpoint,
     "predict": predict,
     "advise": advise,
     "env": check_environment,

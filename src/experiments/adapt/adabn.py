@@ -15,17 +15,11 @@ import lightning as L
 import torch
 from torch import nn
 
+from experiments.models.core import batchnorm_layers
+
 log = logging.getLogger(__name__)
 
 BNState = dict[str, tuple[torch.Tensor, ...]]
-
-
-def batchnorm_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorm layers of ``model`` that keep running statistics, by name."""
-    return {
-        name: m for name, m in model.named_modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    }
 
 
 @torch.no_grad()

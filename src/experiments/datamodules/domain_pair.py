@@ -21,6 +21,7 @@ from experiments.adapt.methods.base import DomainBatch
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.datamodules.device_augment import DeviceAugment
 from experiments.datamodules.transforms import TransformedDataset
+from experiments.domains import DOMAINS
 from experiments.errors import ConfigError
 from experiments.models.core import Preprocessing
 
@@ -73,6 +74,8 @@ class DomainPairDataModule(L.LightningDataModule):
     domain once and cycles the shorter one. On the device they become a
     :class:`~experiments.adapt.methods.base.DomainBatch` (augmented source, target views).
     """
+
+    is_domain_pair = True  # experiments.domains.is_domain_pair
 
     def __init__(self, source: ClassificationDataModule, target: ClassificationDataModule, name: str | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None,
@@ -152,7 +155,7 @@ class DomainPairDataModule(L.LightningDataModule):
     @property
     def test_loader_names(self) -> list[str]:
         """The domains of the validation and test loaders, in order."""
-        return ["source", "target"] if self.target_has_labels else ["source"]
+        return list(DOMAINS) if self.target_has_labels else [DOMAINS[0]]
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self.source.test_dataloader(), *([self.target.test_dataloader()] if self.target_has_labels else [])]

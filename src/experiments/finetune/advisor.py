@@ -37,13 +37,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from experiments.domains import is_domain_pair
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.datamodules.transforms import TensorImageDataset
 from experiments.errors import ConfigError
 from experiments.finetune.advice import Advice, Measurements, decide
 from experiments.finetune.cache import extract_features
 from experiments.finetune.strategies import Auto
-from experiments.models.core import TransferModel
+from experiments.models.core import TransferModel, batchnorm_layers
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def advise(auto: Auto, datamodule: ClassificationDataModule, model: TransferMode
 def measure(auto: Auto, datamodule: ClassificationDataModule, model: TransferModel,
             trainer_cfg: Mapping[str, Any]) -> Measurements:
     """Samples per class always; BatchNorm shift and the probe for pretrained weights only."""
-    if hasattr(datamodule, "target"):
+    if is_domain_pair(datamodule):
         raise ConfigError(
             f"finetune=auto measures one labelled target, but data={datamodule.name} is a domain pair for "
             "adapt=: choose the strategy yourself (finetune=full, partial, ...)"
@@ -199,13 +200,13 @@ def _batchnorm_layers(model: TransferModel) -> list[tuple[str, nn.Module, int | 
     registered before it.
     """
     block_of = {name: i for i, block in enumerate(model.blocks) for name in block.param_names}
+    with_stats = batchnorm_layers(model.backbone)
     layers, current = [], None
     for name, module in model.backbone.named_modules():
         own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
         if own and own[0] in block_of:
             current = block_of[own[0]]
-        bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
-        if bn and module.track_running_stats and module.running_mean is not None:
+        if name in with_stats:
             layers.append((name, module, current))
     return layers
 

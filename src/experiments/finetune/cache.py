@@ -29,7 +29,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from experiments.datamodules.base import ClassificationDataModule
-from experiments.datamodules.domain_pair import DomainPairDataModule
+from experiments.domains import is_domain_pair
 from experiments.datamodules.transforms import TensorImageDataset
 from experiments.errors import FinetuneError
 from experiments.finetune.strategies import FinetuneStrategy
@@ -54,7 +54,7 @@ def plan_feature_cache(strategy: FinetuneStrategy, datamodule: ClassificationDat
     if setting == "false":
         return CachePlan(False, 0, "finetune.cache_features=false")
     problems = []
-    if isinstance(datamodule, DomainPairDataModule):
+    if is_domain_pair(datamodule):
         problems.append("domain adaptation trains through the backbone on both domains (data is a domain pair)")
     if frozen_epochs == 0:
         problems.append(f"finetune={strategy.name} trains backbone blocks from the first epoch")

@@ -17,6 +17,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from experiments.domains import is_domain_pair
 from experiments.errors import ConfigError, TrainingError
 from experiments.finetune.callback import FinetuneCallback
 from experiments.finetune.groups import build_param_groups
@@ -113,7 +114,7 @@ class ClassificationModule(L.LightningModule):
     def check_data(self, datamodule: Any) -> None:
         """Raise ConfigError when ``datamodule`` cannot train this module (called before fit)."""
         name = getattr(datamodule, "name", type(datamodule).__name__)
-        if hasattr(datamodule, "target"):  # a source and a target domain
+        if is_domain_pair(datamodule):
             raise ConfigError(f"data={name} holds a source and a target domain but adapt is null: choose a "
                               "method, e.g. adapt=dann (adapt=source_only for the baseline)")
         if not getattr(datamodule, "has_labels", True):

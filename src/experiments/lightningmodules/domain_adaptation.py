@@ -27,13 +27,13 @@ from torchmetrics import MeanMetric
 from experiments.adapt.adabn import AdaBNCallback
 from experiments.adapt.methods.base import AdaptationMethod, DomainBatch
 from experiments.adapt.validators import VALIDATORS, label_free_scores
-from experiments.datamodules.domain_pair import DomainPairDataModule, as_domain_batch
+from experiments.datamodules.domain_pair import as_domain_batch
+from experiments.domains import DOMAINS, is_domain_pair
 from experiments.errors import ConfigError
 from experiments.lightningmodules.classification import ClassificationModule, OptimizerFactory, SchedulerFactory
 from experiments.finetune.strategies import FinetuneStrategy
 from experiments.models.core import TransferModel
 
-DOMAINS = ("source", "target")  # the order of the validation and test loaders
 
 
 class DomainAdaptationModule(ClassificationModule):
@@ -79,7 +79,7 @@ class DomainAdaptationModule(ClassificationModule):
         """A source and a target domain are needed; tells the pair whether the target's training
         labels may be read (only for a method that trains on them, the oracle)."""
         name = getattr(datamodule, "name", type(datamodule).__name__)
-        if not isinstance(datamodule, DomainPairDataModule):
+        if not is_domain_pair(datamodule):
             raise ConfigError(f"adapt={self.adapt.name} needs a source and a target domain but data={name} is one "
                               "data set: use data=da_pair (data.source / data.target) or data=da_folders")
         if self.adapt.uses_target_labels and not datamodule.target_has_labels:

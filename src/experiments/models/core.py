@@ -245,3 +245,12 @@ def create_model(spec: ModelSpec, num_classes: int, weights: str | None = None) 
     if weights:
         load_weights_file(model, weights, native_head=head_path)
     return model
+
+
+def batchnorm_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` that keep running statistics, by name, in module order
+    (the one list AdaBN re-estimates and ``finetune=auto`` measures the shift of)."""
+    return {
+        name: m for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None
+    }
