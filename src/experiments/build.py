@@ -23,7 +23,8 @@ from experiments.finetune.advice import Advice
 from experiments.finetune.groups import count_parameters
 from experiments.finetune.strategies import Auto, FinetuneStrategy
 from experiments.models.core import TransferModel, create_model
-from experiments.reporting.hparams import hparams_of
+from experiments.reporting.hparams import hparams_of, log_text
+from experiments.values import accepted_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,7 @@ def model_from_config(model_cfg: DictConfig, num_classes: int, input_shape: tupl
     factory = instantiate(params)
     channels, *hw = input_shape
     offered = {"num_classes": num_classes, "in_chans": channels, "input_hw": tuple(hw) or None}
-    named = inspect.signature(factory).parameters
-    return create_model(factory(**{k: v for k, v in offered.items() if k in named}), num_classes, weights)
+    return create_model(factory(**accepted_kwargs(factory, through_kwargs=False, **offered)), num_classes, weights)
 
 
 def build_model(cfg: DictConfig, datamodule: ClassificationDataModule, strategy: FinetuneStrategy) -> TransferModel:
@@ -245,7 +245,4 @@ def log_config(trainer: L.Trainer, cfg: DictConfig, overrides: list[str] = ()) -
     params = hparams_of(cfg, overrides)
     for logger in trainer.loggers:
         logger.log_hyperparams(params)
-        experiment = getattr(logger, "experiment", None)
-        if hasattr(experiment, "add_text"):
-            text = OmegaConf.to_yaml(cfg, resolve=True)
-            experiment.add_text("config", "```\n" + text + "\n```", 0)
+    log_text(trainer, "config", OmegaConf.to_yaml(cfg, resolve=True))

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from experiments.domains import DOMAINS
 from experiments.errors import ConfigError
+from experiments.values import is_integer, is_number
 
 #: every ``mode=``; experiments.tasks.TASKS holds one function for each (a test checks they agree)
 MODES = ("train", "test", "predict", "advise", "env", "models")
@@ -55,12 +56,7 @@ def _distinct_indices(value: Any) -> bool:
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "64", "transformer-engine")
 
 
-def _int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # YAML's true is not 1
-
-
-def _num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+_int, _num = is_integer, is_number
 
 
 # (key, predicate, what is allowed). A missing key is skipped: not every option has every key.

@@ -1,4 +1,4 @@
-"""results.json: the flat, machine-readable record of one run (see README "results.json")."""
+"""results.json: the flat, machine-readable record of one run (see docs/results.md)."""
 
 from __future__ import annotations
 

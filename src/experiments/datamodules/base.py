@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 
 from experiments.datamodules.contract import CheckedCollate, check_length, check_split
 from experiments.errors import ConfigError
+from experiments.values import is_integer
 from experiments.datamodules.device_augment import DeviceAugment
 from experiments.datamodules.transforms import TransformedDataset, build_transform, is_deterministic, steps_of
 from experiments.models.core import Preprocessing
@@ -108,9 +109,7 @@ class ClassificationDataModule(L.LightningDataModule):
         val_samples_per_class: int | str | None = None,
     ) -> None:
         super().__init__()
-        if not (val_samples_per_class in (None, "all") or (isinstance(val_samples_per_class, int)
-                                                            and not isinstance(val_samples_per_class, bool)
-                                                            and val_samples_per_class >= 1)):
+        if not (val_samples_per_class in (None, "all") or (is_integer(val_samples_per_class) and val_samples_per_class >= 1)):
             raise ConfigError(f"data.val_samples_per_class={val_samples_per_class!r} is invalid: expected null (as "
                               "many as data.samples_per_class), an integer >= 1, or 'all' (the whole split)")
         self.val_samples_per_class = val_samples_per_class

@@ -9,7 +9,7 @@ keys:
 * **domain**, a model with BatchNorm: ``different`` when the BatchNorm shift (overall) reaches
   ``shift_threshold`` *and* the linear probe's accuracy, measured from chance (0) to perfect (1),
   stays under ``probe_threshold``. When the two disagree the run counts as ``similar`` and the
-  reason says which one disagreed: on the strategy table (README) calling a similar domain
+  reason says which one disagreed: on the strategy table (docs/benchmarks.md) calling a similar domain
   different costs more (a large similar target would train every block instead of the last ones)
   than the other mistake. A model without BatchNorm: the probe alone.
 * **random init**: nothing to transfer, ``scratch`` (domain ``None``).

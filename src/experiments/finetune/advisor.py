@@ -231,7 +231,6 @@ def linear_probe_accuracy(train: TensorImageDataset, val: TensorImageDataset, se
 
 def log_advice_text(trainer: L.Trainer, advice: Advice) -> None:
     """The analysis as TensorBoard text (``finetune/auto``), beside the run's curves."""
-    for logger in trainer.loggers:
-        experiment = getattr(logger, "experiment", None)
-        if hasattr(experiment, "add_text"):
-            experiment.add_text("finetune/auto", "```\n" + advice.report() + "\n```", 0)
+    from experiments.reporting.hparams import log_text
+
+    log_text(trainer, "finetune/auto", advice.report())

@@ -29,16 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from experiments.errors import FinetuneError
+from experiments.values import is_integer, is_number
 
 EVERY_BLOCK = 10**9  # a trainable depth deeper than any model: every block trains
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _integer(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+_number, _integer = is_number, is_integer
 
 
 def _require(ok: bool, key: str, value: object, allowed: str) -> None:

@@ -6,7 +6,6 @@ the science. Train, validation and test share one step.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from experiments.finetune.callback import FinetuneCallback
 from experiments.finetune.groups import build_param_groups
 from experiments.finetune.strategies import FinetuneStrategy
 from experiments.models.core import TransferModel
+from experiments.values import accepted_kwargs
 
 STAGES = ("train", "val", "test")
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -204,8 +204,7 @@ class ClassificationModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         # a schedule over the run's steps is completed here, where the Trainer knows them
-        takes_steps = "total_steps" in inspect.signature(getattr(self.scheduler_factory, "func", self.scheduler_factory)).parameters
-        steps = {"total_steps": int(self.trainer.estimated_stepping_batches)} if takes_steps else {}
+        steps = accepted_kwargs(self.scheduler_factory, total_steps=int(self.trainer.estimated_stepping_batches))
         scheduler = self.scheduler_factory(optimizer, **steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
 

@@ -11,6 +11,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from experiments.errors import ConfigError
+from experiments.values import is_number
 
 
 class InverseDecayLR(LambdaLR):
@@ -21,7 +22,7 @@ class InverseDecayLR(LambdaLR):
     def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, gamma: float = 10.0, power: float = 0.75,
                  last_epoch: int = -1) -> None:
         for key, value in (("gamma", gamma), ("power", power)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if not is_number(value) or value < 0:
                 raise ConfigError(f"scheduler.{key}={value!r} is invalid: expected a number >= 0")
         if total_steps < 1:
             raise ConfigError(f"scheduler=inv_decay needs the run's length in steps, got {total_steps}")

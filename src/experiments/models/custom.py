@@ -7,13 +7,13 @@ and ``EncoderDecoderClassifier`` ship with the framework. Their last ``nn.Linear
 
 from __future__ import annotations
 
-import inspect
 import math
 
 from torch import nn
 
 from experiments.errors import ModelError
 from experiments.models.core import ModelInfo, ModelSpec, Preprocessing, find_head
+from experiments.values import accepted_kwargs
 
 
 class SmallCNN(nn.Module):
@@ -177,9 +177,3 @@ def build_custom(
                      ModelInfo("custom", name))
 
 
-def accepted_kwargs(fn, **offered):
-    """The subset of ``offered`` that ``fn``'s signature takes (all of them with ``**kwargs``)."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return offered
-    return {k: v for k, v in offered.items() if k in params}

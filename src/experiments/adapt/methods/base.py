@@ -31,6 +31,7 @@ from torch import nn
 
 from experiments.errors import ConfigError
 from experiments.models.core import TransferModel
+from experiments.values import is_number
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -121,7 +122,7 @@ class AdaptationMethod(nn.Module):
 
 def check_fraction(key: str, value: float, low: float = 0.0, high: float = 1.0, high_open: bool = False) -> None:
     """``adapt.<key>`` in [low, high] (or [low, high)), else a ConfigError that names it."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value and (value < high if high_open else value <= high)
+    ok = is_number(value) and low <= value and (value < high if high_open else value <= high)
     if not ok:
         raise ConfigError(f"adapt.{key}={value!r} is invalid: expected a number in [{low}, {high}{')' if high_open else ']'}")
 
@@ -129,5 +130,5 @@ def check_fraction(key: str, value: float, low: float = 0.0, high: float = 1.0, 
 def check_non_negative(**values: float) -> None:
     """Each ``adapt.<key>`` a number >= 0, else a ConfigError that names it."""
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if not is_number(value) or value < 0:
             raise ConfigError(f"adapt.{key}={value!r} is invalid: expected a number >= 0")
