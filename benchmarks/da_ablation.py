@@ -1,9 +1,11 @@
 """Domain adaptation ablation and label-free selection: digits -> digits_m (docs/benchmarks.md).
 
 Every row is `python run.py experiment=da_digits_m adapt=<method>` (the first without the source
-augmentation), run in this process. Its checkpoint is chosen by the run's objective, the SOURCE
-validation accuracy: no target label is read for training, early stopping, checkpoint or
-hyper-parameter selection. The checkpoint is then tested as trained and with AdaBN
+augmentation), run in this process. Its checkpoint is chosen by the preset's objective,
+`val/target_im` (information maximisation on the target's validation PREDICTIONS): no target
+label is read for training, early stopping, checkpoint or hyper-parameter selection (pass
+`objective=val/acc` to select on the source validation accuracy instead). The checkpoint is then
+tested as trained and with AdaBN
 (`mode=test adapt.adabn=true`). Reported per row: target test accuracy mean +- std over seeds and a
 95 % interval (normal approximation over the held-out target DIGITS, the independent unit: the five
 patches of one digit are not independent), source test accuracy, optimizer steps, wall time.
@@ -92,7 +94,7 @@ def run_row(name: str, overrides: list[str], seed: int, root: Path, pair: str, e
     return {"row": name, "seed": seed, "pair": pair, "overrides": overrides + extra, "wall_s": wall,
             "epochs": record["epochs"], "steps": per_epoch.epochs[-1]["step"],
             "target_acc": metrics["test/target_acc"], "target_acc_adabn": adabn["metrics"]["test/target_acc"],
-            "source_acc": metrics["test/source_acc"], "per_epoch": per_epoch.epochs}
+            "source_acc": metrics["test/source_acc"], "threads": torch.get_num_threads(), "per_epoch": per_epoch.epochs}
 
 
 def mean_std(values: list[float]) -> str:
@@ -193,8 +195,9 @@ def main() -> None:
                 if args.log:
                     with args.log.open("a") as handle:
                         handle.write(json.dumps(result) + "\n")
+    threads = sorted({r.get("threads", torch.get_num_threads()) for r in results}) or [torch.get_num_threads()]
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() and "gpu" in " ".join(args.overrides) else \
-        f"CPU, {torch.get_num_threads()} threads ({platform.processor() or platform.machine()})"
+        f"CPU, {'/'.join(map(str, threads))} thread(s) per run ({platform.processor() or platform.machine()})"
     results.sort(key=lambda r: (list(ROWS).index(r["row"]), r["seed"]))
     units = test_units(args.pair)
     text = (f"{PAIRS[args.pair]} ({args.pair}), {device}; {units} independent target test units\n\n"
