@@ -13,15 +13,16 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, random_split
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset, random_split
 from torchvision.transforms import v2
 
 from experiments.datamodules.contract import CheckedCollate, check_length, check_split
 from experiments.errors import ConfigError
-from experiments.values import is_integer
 from experiments.datamodules.device_augment import DeviceAugment
+from experiments.datamodules.selection import limit_per_class
 from experiments.datamodules.transforms import TransformedDataset, build_transform, is_deterministic, steps_of
 from experiments.models.core import Preprocessing
+from experiments.values import is_integer
 
 log = logging.getLogger(__name__)
 
@@ -318,10 +319,6 @@ def limit_labelled_split(dataset: Dataset, n: int, generator: torch.Generator) -
     dataset (a ``labels`` tensor) stays of its kind (its ``subset`` when it has one, else a new
     one from ``images``/``labels``), so its batched fetching and side tensors stay; any other is
     read item by item (validation splits are small) and wrapped in a ``Subset``."""
-    from torch.utils.data import Subset
-
-    from experiments.datamodules.selection import limit_per_class
-
     labels = getattr(dataset, "labels", None)
     in_memory = isinstance(labels, torch.Tensor)
     if not in_memory:

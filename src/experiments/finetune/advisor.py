@@ -37,9 +37,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from experiments.domains import is_domain_pair
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.datamodules.transforms import TensorImageDataset
+from experiments.domains import is_domain_pair
 from experiments.errors import ConfigError
 from experiments.finetune.advice import Advice, Measurements, decide
 from experiments.finetune.cache import extract_features
