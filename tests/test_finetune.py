@@ -193,3 +193,24 @@ def test_a_bare_trainer_fit_applies_the_strategy(tmp_path):
     head = {k for k in after if k.startswith("head.")}
     assert head and all(not torch.equal(after[k], before[k]) for k in head if after[k].is_floating_point())
     assert all(torch.equal(after[k], before[k]) for k in after if k not in head)  # BatchNorm statistics too
+
+
+def test_the_model_summary_counts_what_the_strategy_trains(tmp_path):
+    """What reports the model before the first step (Lightning's model summary) sees the
+    strategy's trainable set: the head alone under classifier_only, not the whole network."""
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+
+    from experiments.build import build_components
+
+    parts = build_components(compose_cfg(tmp_path, "finetune=classifier_only", "finetune.cache_features=false"))
+    seen = {}
+
+    class Summarise(L.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            seen["trainable"] = ModelSummary(pl_module).trainable_parameters
+
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
+                        callbacks=[Summarise()])
+    trainer.fit(parts.module, datamodule=parts.datamodule)
+    assert seen["trainable"] == sum(p.numel() for p in parts.model.head.parameters())

@@ -99,6 +99,13 @@ class FinetuneCallback(L.Callback):
             log.info("finetune %s: group %s lr %.3g -> %.3g at epoch %d", self.strategy.name, group["name"], old, new, epoch)
 
     # -- Lightning hooks ----------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Freeze for the first epoch before the fit starts, so what reports the model before
+        training (the model summary's trainable count) sees what the strategy will train; every
+        epoch start sets it again (a resumed run lands in its own epoch's stage there)."""
+        if stage == "fit":
+            self.apply(pl_module.model, 0)
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = pl_module.model
         epoch = trainer.current_epoch
