@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import torch
 
+from experiments.adapt.entropy import entropy as _entropy
+
 #: validator name -> True when higher is better (the objective's direction)
 VALIDATORS = {"entropy": False, "im": True, "snd": True, "confident": True}
-
-
-def _entropy(probs: torch.Tensor) -> torch.Tensor:
-    return -(probs * probs.clamp_min(1e-8).log()).sum(dim=-1)
 
 
 def soft_neighbourhood_density(probs: torch.Tensor, temperature: float = 0.05, max_samples: int = 2000) -> torch.Tensor:

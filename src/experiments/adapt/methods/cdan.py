@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import torch
 
+from experiments.adapt.entropy import certainty_weights
 from experiments.adapt.methods.base import AdaptStep, DomainBatch, LossFn
 from experiments.adapt.methods.dann import DANN, joint_features
 from experiments.models.core import TransferModel
-
-
-def entropy(probs: torch.Tensor) -> torch.Tensor:
-    """Per-row entropy (nats) of probabilities ``(B, K)``."""
-    return -(probs * probs.clamp_min(1e-8).log()).sum(dim=-1)
 
 
 class CDAN(DANN):
@@ -44,10 +40,7 @@ class CDAN(DANN):
         logits = model.forward_head(features)
         probs = logits.softmax(dim=-1).detach()
         joint = torch.bmm(probs.unsqueeze(2), features.unsqueeze(1)).flatten(1)  # (B, K * F)
-        weights = None
-        if self.entropy_conditioning:
-            weights = 1.0 + torch.exp(-entropy(probs))
-            weights = weights / weights.mean()
+        weights = certainty_weights(probs) if self.entropy_conditioning else None
         domain_loss, domain_acc, lambda_ = self.adversary(joint[:n], joint[n:], progress, weights)
         logs = {"domain_loss": domain_loss.detach(), "domain_acc": domain_acc, "dann_lambda": lambda_}
         loss = loss_fn(logits[:n], batch.source_y) + self.loss_weight * domain_loss

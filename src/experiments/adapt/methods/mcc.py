@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from experiments.adapt.entropy import certainty_weights
 from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, DomainBatch, LossFn, check_non_negative
-from experiments.adapt.methods.cdan import entropy
 from experiments.errors import ConfigError
 from experiments.models.core import TransferModel
 
@@ -19,8 +19,7 @@ def class_confusion(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """MCC's loss of target logits ``(B, K)``: the off-diagonal mass of the row-normalised,
     certainty-weighted class correlation matrix, over ``K``."""
     probs = (logits / temperature).softmax(dim=-1)
-    weights = 1.0 + torch.exp(-entropy(probs).detach())
-    weights = len(probs) * weights / weights.sum()
+    weights = certainty_weights(probs)
     confusion = (probs * weights.unsqueeze(1)).t() @ probs  # (K, K)
     confusion = confusion / confusion.sum(dim=1, keepdim=True)
     return (confusion.sum() - confusion.trace()) / len(confusion)
