@@ -1,24 +1,32 @@
-"""The strategy table, measured: a pretrained digits model fine-tuned on two targets x two sizes.
+"""The strategy table across (pretrained weights, target data) pairs, every run on a step budget.
 
-Pretrains once (``experiment=pretrain_digits``: the digits' source half, 3x32x32), or takes
-``--weights``; then, for every cell of the guidance table, trains every strategy from those weights
-over seeds and reports the **target test accuracy** (mean +- std) and the wall time of one run:
+A *pair* is a pretrained model and its targets; a *cell* is (pair, target, size):
 
-* domain: ``similar`` = ``data=digits data.partition=target`` (held-out digits, same domain);
-  ``different`` = ``data=digits_m`` (the target half over photo patches);
-* size: ``small`` = 10 labels per class; ``large`` = all (digits, ~63 per class) / 1000 per class
-  (digits_m);
-* strategies: scratch, classifier_only, partial (1 and 2 blocks), full, gradual, lp_ft and auto
-  (which strategy auto chose, and where it placed the cell, is reported too).
+* ``digits``: ``small_resnet`` pretrained here on the digits' source half (``experiment=pretrain_digits``,
+  or ``--weights``) -> held-out digits (similar domain), digits_m (digits over photo patches: different);
+* ``imagenet``: ImageNet ``efficientnet_lite0`` (installed package) -> digits, digits_m (both differ
+  from photos of objects), images at 64 px;
+* ``minilm``: the MiniLM sentence encoder (``model=hf_text``) -> rotten_tomatoes, bbc_news; its
+  scratch row is TF-IDF features into ``sparse_mlp``.
 
-Writes ``table.md`` (Markdown: accuracy and time tables, the winner per cell, whether the guidance's
-strategy is within 1 point of it, auto's choice), ``heatmap.png`` (cells x strategies) and
-``runs.jsonl`` (one line per run) into ``--out``. Every run is a real ``train()`` of the framework.
+Sizes: ``small`` = 10 labelled images per class (validation limited to 10 per class too); ``large`` =
+every label (digits_m: 1000 per class). Every run trains ``train_steps`` optimizer steps
+(``--steps-small``/``--steps-large``) and tests the checkpoint its validation split chose.
+Strategies: classifier_only (head fitted by L-BFGS on cached features, then trained), partial-1,
+partial-2, full, gradual, lp_ft, auto (measure, prior, race), and scratch with its own learning
+rate: ``--scratch-lrs`` are each run and the one with the better *validation* accuracy counts (per
+seed); ``scratch-2x`` reruns that learning rate with twice the steps (the convergence check).
 
-    python benchmarks/transfer_table.py                          # 4 cells x 8 strategies x 3 seeds
-    python benchmarks/transfer_table.py --weights outputs/pretrained/digits_small_resnet/checkpoints/last.ckpt
-    python benchmarks/transfer_table.py --model resnet18 --with-da
-    python benchmarks/transfer_table.py --cells similar-small --seeds 0 --pretrain-epochs 1 --epochs-small 2  # a smoke run
+    python benchmarks/transfer_table.py                                    # every pair, 3 seeds
+    python benchmarks/transfer_table.py --pairs digits imagenet --out outputs/tt_images trainer=gpu
+    python benchmarks/transfer_table.py --report outputs/tt_a outputs/tt_b  # one table from several runs
+    python benchmarks/transfer_table.py --pairs digits --targets digits --sizes small --seeds 0 \\
+        --steps-small 20 --strategies classifier_only auto                  # a smoke run
+
+Writes ``runs.jsonl`` (one line per run: accuracy, steps, epochs, wall time, what auto chose and its
+race), ``table.md`` (per pair: mean +- std, steps, wall time; the best per cell; whether the seed's
+guidance and auto are within 1 point of it; auto's cost against the strategy it trained) and
+``heatmap.png`` into ``--out``. Every run is a real ``train()`` of the framework.
 """
 
 from __future__ import annotations
@@ -28,178 +36,298 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import QUIET, compose_cfg
 from _grid import machine, mean_std
 from experiments.tasks import train
 
-SIMILAR = ["data=digits", "data.partition=target", "data.channels=3", "data.image_size=32"]
-CELLS = {
-    "similar-small": [*SIMILAR, "data.samples_per_class=10"],
-    "similar-large": [*SIMILAR, "data.samples_per_class=null"],
-    "different-small": ["data=digits_m", "data.samples_per_class=10"],
-    "different-large": ["data=digits_m", "data.samples_per_class=1000"],
+
+@dataclass(frozen=True)
+class Pair:
+    """Pretrained weights (``model``) and their targets; ``domain`` says whether each target is
+    similar to the pretraining data or very different (what the seed's guidance is checked on)."""
+
+    model: tuple[str, ...]
+    targets: dict[str, tuple[str, ...]]
+    domain: dict[str, str]
+    scratch: tuple[str, ...] | None = None  # the scratch row's overrides (None: the same model, finetune=scratch)
+    large: dict[str, str] = field(default_factory=dict)  # samples_per_class of the large size
+    common: tuple[str, ...] = ()
+
+
+DIGITS_TARGET = ("data=digits", "data.partition=target", "data.channels=3")
+PAIRS = {
+    "digits": Pair(
+        model=("model=small_resnet",),  # + model.weights=<the pretrained checkpoint>
+        targets={"digits": (*DIGITS_TARGET, "data.image_size=32"), "digits_m": ("data=digits_m",)},
+        domain={"digits": "similar", "digits_m": "different"},
+        large={"digits": "null", "digits_m": "1000"},
+    ),
+    "imagenet": Pair(
+        model=("model=efficientnet_lite0", "model.pretrained=true"),
+        targets={"digits": (*DIGITS_TARGET, "data.image_size=64"), "digits_m": ("data=digits_m", "data.image_size=64")},
+        domain={"digits": "different", "digits_m": "different"},
+        large={"digits": "null", "digits_m": "1000"},
+        common=("data.eval_batch_size=256",),
+    ),
+    "minilm": Pair(
+        model=("model=hf_text",),
+        targets={"rotten_tomatoes": ("data=rotten_tomatoes",), "bbc_news": ("data=bbc_news",)},
+        domain={"rotten_tomatoes": "similar", "bbc_news": "similar"},
+        scratch=("finetune=scratch", "model=sparse_mlp", "data.features=tfidf"),
+        large={"rotten_tomatoes": "null", "bbc_news": "null"},
+    ),
 }
-#: what the README's guidance table prescribes per cell (checked against the winner)
-GUIDANCE = {"similar-small": "classifier_only", "similar-large": "partial-2", "different-small": "scratch",
-            "different-large": "full"}
+#: the seed's guidance: (domain, size) -> the strategy it prescribes (scratch: fine-tuning unsuitable)
+GUIDANCE = {("similar", "small"): "classifier_only", ("similar", "large"): "partial-2",
+            ("different", "small"): "scratch", ("different", "large"): "full"}
 STRATEGIES = ["scratch", "classifier_only", "partial-1", "partial-2", "full", "gradual", "lp_ft", "auto"]
-RUN = ["logger=none", "callbacks.test_figures=null", *QUIET]
+#: columns of the table: scratch (its best learning rate) and its 2x-steps check beside the others
+COLUMNS = ["scratch", "scratch-2x", *STRATEGIES[1:]]
+RUN = ["logger=none", "callbacks.test_figures=null", "callbacks.last_checkpoint=null", *QUIET]
 
 
-def strategy_overrides(name: str, epochs: int) -> list[str]:
-    """``finetune=`` overrides of a column; gradual and lp_ft get schedules that span the run."""
+def strategy_overrides(name: str) -> list[str]:
+    """``finetune=`` overrides of a column; lp_ft and gradual schedules span whatever epochs the
+    step budget gives (null: a quarter of the run; every block thawed by 5/6 of it)."""
     if name.startswith("partial-"):
         return ["finetune=partial", f"finetune.n_blocks={name.split('-')[1]}"]
-    if name == "gradual":  # five blocks thaw over the first ~5/6 of the run
-        return ["finetune=gradual", f"finetune.unfreeze_every={max(1, epochs // 6)}"]
+    if name == "gradual":
+        return ["finetune=gradual", "finetune.unfreeze_every=null"]
     if name == "lp_ft":
-        return ["finetune=lp_ft", f"finetune.probe_epochs={max(1, epochs // 4)}"]
+        return ["finetune=lp_ft", "finetune.probe_epochs=null"]
     return [f"finetune={name}"]
 
 
-def pretrain(model: str, epochs: int, root: Path, extra: list[str]) -> Path:
-    """``experiment=pretrain_digits``; returns its last.ckpt."""
-    run_dir = root / f"pretrain_{model}"
+def pretrain(epochs: int, root: Path, extra: list[str]) -> Path:
+    """``experiment=pretrain_digits`` (small_resnet on the digits' source half); returns its last.ckpt."""
+    run_dir = root / "pretrain_small_resnet"
     start = time.perf_counter()
-    record = train(compose_cfg(run_dir, "experiment=pretrain_digits", f"model={model}", f"trainer.max_epochs={epochs}",
-                               "seed=0", *RUN, *extra))
-    print(f"pretrained {model} on the digits' source half: test/acc {record['metrics']['test/acc']:.4f}, "
+    record = train(compose_cfg(run_dir, "experiment=pretrain_digits", f"trainer.max_epochs={epochs}", "seed=0",
+                               "logger=none", "callbacks.test_figures=null", *QUIET, *extra))
+    print(f"pretrained small_resnet on the digits' source half: test/acc {record['metrics']['test/acc']:.4f}, "
           f"{record['epochs']} epochs in {time.perf_counter() - start:.0f}s", flush=True)
     return run_dir / "checkpoints" / "last.ckpt"
 
 
-def run_one(cell: str, strategy: str, seed: int, epochs: int, weights: Path, model: str, root: Path,
-            extra: list[str]) -> dict:
-    run_dir = root / f"{cell}-{strategy}-{seed}"
-    cfg = compose_cfg(run_dir, *CELLS[cell], f"model={model}", f"model.weights={weights}", f"seed={seed}",
-                      f"trainer.max_epochs={epochs}", *strategy_overrides(strategy, epochs), *RUN, *extra)
+@dataclass(frozen=True)
+class Cell:
+    pair: str
+    target: str
+    size: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.pair}:{self.target}-{self.size}"
+
+    @property
+    def domain(self) -> str:
+        return PAIRS[self.pair].domain[self.target]
+
+
+def run_one(cell: Cell, column: str, seed: int, steps: int, root: Path, extra: list[str],
+            weights: Path | None, lr: float | None = None) -> dict:
+    """One run of ``column`` in ``cell``; its record reduced to what the table needs."""
+    pair = PAIRS[cell.pair]
+    per_class = "10" if cell.size == "small" else pair.large[cell.target]
+    if column == "scratch":
+        model = list(pair.scratch or (*pair.model, "finetune=scratch"))
+    else:
+        model = [*pair.model, *strategy_overrides(column), *([f"model.weights={weights}"] if cell.pair == "digits" else [])]
+    tag = f"{column}@{lr:g}" if lr else column
+    run_dir = root / f"{cell.pair}-{cell.target}-{cell.size}-{tag}-{seed}"
+    size = [f"data.samples_per_class={per_class}", *(["data.batch_size=32"] if cell.size == "small" else [])]
+    cfg = compose_cfg(run_dir, *pair.targets[cell.target], *size, *model, *pair.common, f"seed={seed}",
+                      f"train_steps={steps}", *([f"optimizer.lr={lr}"] if lr else []), *RUN, *extra)
     start = time.perf_counter()
     record = train(cfg)
-    result = {"cell": cell, "strategy": strategy, "seed": seed, "epochs": epochs,
-              "test_acc": record["metrics"]["test/acc"], "wall_s": time.perf_counter() - start,
+    result = {"cell": cell.name, "pair": cell.pair, "target": cell.target, "size": cell.size, "strategy": tag,
+              "seed": seed, "test_acc": record["metrics"]["test/acc"], "val_acc": record["metrics"]["val/acc"],
+              "steps": record["global_step"], "epochs": record["epochs"], "wall_s": time.perf_counter() - start,
               "trained": record["finetune"]}
     auto = record["finetune_detail"].get("auto")
     if auto:
-        result["auto"] = {k: auto[k] for k in ("strategy", "keys", "cell", "probe_acc", "samples_per_class")}
-        result["auto"]["shift"] = auto["shift"]["overall"]
+        result["auto"] = {"prior": auto["prior"], "strategy": auto["strategy"], "keys": auto["keys"],
+                          "cell": auto["cell"], "probe_acc": auto["probe_acc"], "shift": auto["shift"]["overall"],
+                          "race": auto["race"], "measure_seconds": auto["measure_seconds"]}
     return result
 
 
-def run_da(seed: int, root: Path, extra: list[str]) -> dict:
-    """``experiment=da_digits_m`` (mean teacher, no target label): the alternative for different-small."""
-    start = time.perf_counter()
-    record = train(compose_cfg(root / f"da-{seed}", "experiment=da_digits_m", f"seed={seed}", *RUN, *extra))
-    return {"cell": "different-small", "strategy": "da_digits_m", "seed": seed,
-            "test_acc": record["metrics"]["test/target_acc"], "wall_s": time.perf_counter() - start}
+def run_cell(cell: Cell, args: argparse.Namespace, root: Path, weights: Path | None, emit) -> None:
+    steps = args.steps_small if cell.size == "small" else args.steps_large
+    for seed in args.seeds:
+        for column in args.strategies:
+            if column != "scratch":
+                emit(run_one(cell, column, seed, steps, root, args.overrides, weights))
+                continue
+            tried = [run_one(cell, "scratch", seed, steps, root, args.overrides, weights, lr) for lr in args.scratch_lrs]
+            for result in tried:
+                emit(result)
+            best = max(tried, key=lambda r: r["val_acc"])  # chosen on validation, never on test
+            emit({**best, "strategy": "scratch", "lr": float(best["strategy"].split("@")[1])})
+            if args.scratch_check:
+                check = run_one(cell, "scratch", seed, 2 * steps, root, args.overrides, weights,
+                                float(best["strategy"].split("@")[1]))
+                emit({**check, "strategy": "scratch-2x"})
 
 
-def _values(results: list[dict], cell: str, strategy: str, key: str) -> list[float]:
-    return [r[key] for r in results if r["cell"] == cell and r["strategy"] == strategy]
+# -- the report ------------------------------------------------------------------------------------
+def _rows(results: list[dict], cell: str, column: str) -> list[dict]:
+    return [r for r in results if r["cell"] == cell and r["strategy"] == column]
 
 
 def _within(means: dict[str, float], best: str | None, name: str) -> str:
-    """Whether ``name``'s mean accuracy is within 1 point of the best one's."""
     if best is None or name not in means:
         return "-"
     gap = 100 * (means[best] - means[name])
-    return f"yes ({name})" if gap <= 1 else f"no ({name}: -{gap:.1f})"
+    return "yes" if gap <= 1 else f"no (-{gap:.1f})"
 
 
-def markdown(results: list[dict], cells: list[str], strategies: list[str], header: str) -> str:
-    """Accuracy table (winner in bold; guidance and auto checked against it) and time table."""
-    lines = [header, "", "Target test accuracy (%), mean +- std over seeds:", "",
-             "| cell | " + " | ".join(strategies) + " | best | guidance within 1 pt | auto chose | auto within 1 pt |",
-             "|---|" + "---|" * (len(strategies) + 4)]
-    for cell in cells:
-        means = {s: statistics.fmean(v) for s in strategies if (v := _values(results, cell, s, "test_acc"))}
-        best = max(means, key=means.get) if means else None
-        row = []
-        for s in strategies:
-            text = mean_std(_values(results, cell, s, "test_acc"), scale=100, digits=1)
-            row.append(f"**{text}**" if s == best else text)
-        chose = sorted({f"{r['auto']['strategy']} ({r['auto']['cell']['domain']}/{r['auto']['cell']['size']})"
-                        for r in results if r["cell"] == cell and "auto" in r})
-        lines.append(f"| {cell} | " + " | ".join(row) + f" | {best or '-'} | {_within(means, best, GUIDANCE[cell])} "
-                     f"| {', '.join(chose) or '-'} | {_within(means, best, 'auto')} |")
-    da = [r["test_acc"] for r in results if r["strategy"] == "da_digits_m"]
-    if da:
-        lines += ["", f"Domain adaptation instead (different-small: no target label, `python run.py "
-                      f"experiment=da_digits_m`): target test accuracy {mean_std(da, scale=100, digits=1)} % "
-                      f"over {len(da)} seeds."]
-    lines += ["", "Wall time of one run (s, fit + validate + test, mean over seeds):", "",
-              "| cell | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
-    for cell in cells:
-        walls = [_values(results, cell, s, "wall_s") for s in strategies]
-        lines.append(f"| {cell} | " + " | ".join(f"{statistics.fmean(w):.1f}" if w else "-" for w in walls) + " |")
+def markdown(results: list[dict], header: str) -> str:
+    cells = list(dict.fromkeys(r["cell"] for r in results))
+    pairs = list(dict.fromkeys(r["pair"] for r in results))
+    columns = [c for c in COLUMNS if any(r["strategy"] == c for r in results)]
+    lines = [header]
+    summary = []
+    for pair in pairs:
+        lines += ["", f"### {pair}", "", "Target test accuracy (%), mean +- std over seeds (optimizer steps per run):", "",
+                  "| cell | " + " | ".join(columns) + " | best | guidance | auto chose (prior -> trained) |",
+                  "|---|" + "---|" * (len(columns) + 3)]
+        for cell in [c for c in cells if c.startswith(f"{pair}:")]:
+            ranked = [c for c in columns if c != "scratch-2x"]
+            means = {c: statistics.fmean(r["test_acc"] for r in rows) for c in ranked if (rows := _rows(results, cell, c))}
+            best = max(means, key=means.get) if means else None
+            row = []
+            for c in columns:
+                rows = _rows(results, cell, c)
+                text = mean_std([r["test_acc"] for r in rows], scale=100, digits=1)
+                steps = sorted({r["steps"] for r in rows})
+                text = f"{text} ({'/'.join(map(str, steps))})" if rows else "-"
+                row.append(f"**{text}**" if c == best else text)
+            sample = next(r for r in results if r["cell"] == cell)
+            guide = GUIDANCE[(PAIRS[sample["pair"]].domain[sample["target"]], sample["size"])]
+            autos = [r["auto"] for r in _rows(results, cell, "auto")]
+            chose = ", ".join(sorted({f"{a['prior']} -> {a['strategy']}" for a in autos})) or "-"
+            lines.append(f"| {cell} | " + " | ".join(row) + f" | {best or '-'} | {guide}: {_within(means, best, guide)} "
+                         f"| {chose}; {_within(means, best, 'auto')} |")
+            summary.append((cell, best, _within(means, best, guide), _within(means, best, "auto"),
+                            min(means, key=means.get) == "auto" if "auto" in means and len(means) > 1 else False))
+        lines += ["", "Wall time of one run (s, fit + validate + test, mean over seeds):", "",
+                  "| cell | " + " | ".join(columns) + " | auto / the strategy it trained |", "|---|" + "---|" * (len(columns) + 1)]
+        for cell in [c for c in cells if c.startswith(f"{pair}:")]:
+            walls = [[r["wall_s"] for r in _rows(results, cell, c)] for c in columns]
+            ratios = []
+            for r in _rows(results, cell, "auto"):
+                same = [o["wall_s"] for o in results if o["cell"] == cell and o["seed"] == r["seed"]
+                        and _column_of(o) == _trained_column(r)]
+                if same:
+                    ratios.append(r["wall_s"] / same[0])
+            ratio = f"{statistics.fmean(ratios):.2f}x" if ratios else "-"
+            lines.append(f"| {cell} | " + " | ".join(f"{statistics.fmean(w):.1f}" if w else "-" for w in walls) + f" | {ratio} |")
+    auto_ok = sum(1 for s in summary if s[3] == "yes")
+    guide_ok = sum(1 for s in summary if s[2].startswith("yes"))
+    worst = sum(1 for s in summary if s[4])
+    lines += ["", f"auto within 1 point of the best in {auto_ok} of {len(summary)} cells (the worst column in {worst}); "
+                  f"the seed's guidance in {guide_ok} of {len(summary)}."]
     return "\n".join(lines)
 
 
-def heatmap(path: Path, results: list[dict], cells: list[str], strategies: list[str]) -> None:
-    """Cells x strategies, colour = mean target test accuracy, each square annotated mean +- std."""
+def _column_of(result: dict) -> str:
+    return result["strategy"]
+
+
+def _trained_column(auto_result: dict) -> str:
+    """The table column of the strategy auto trained (partial with its block count)."""
+    name, keys = auto_result["auto"]["strategy"], auto_result["auto"]["keys"]
+    if name == "partial":
+        return f"partial-{keys.get('n_blocks', 1)}"
+    return name
+
+
+def heatmap(path: Path, results: list[dict]) -> None:
+    """Cells x strategies, colour = mean target test accuracy, each square annotated."""
     import numpy as np
     from matplotlib.figure import Figure
 
-    grid = np.full((len(cells), len(strategies)), np.nan)
-    fig = Figure(figsize=(1.3 * len(strategies) + 2, 0.8 * len(cells) + 1.6))
+    cells = list(dict.fromkeys(r["cell"] for r in results))
+    columns = [c for c in COLUMNS if any(r["strategy"] == c for r in results)]
+    grid = np.full((len(cells), len(columns)), np.nan)
+    fig = Figure(figsize=(1.2 * len(columns) + 3, 0.55 * len(cells) + 1.8))
     ax = fig.add_subplot()
     for i, cell in enumerate(cells):
-        for j, strategy in enumerate(strategies):
-            values = _values(results, cell, strategy, "test_acc")
+        for j, column in enumerate(columns):
+            values = [r["test_acc"] for r in _rows(results, cell, column)]
             if values:
                 grid[i, j] = statistics.fmean(values)
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                ax.text(j, i, f"{grid[i, j]:.2f}\n+-{spread:.2f}", ha="center", va="center", fontsize=8,
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if grid[i, j] < 0.5 else "black")
     image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     fig.colorbar(image, ax=ax, label="target test accuracy")
-    ax.set_xticks(range(len(strategies)), labels=strategies, rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(range(len(columns)), labels=columns, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(cells)), labels=cells, fontsize=8)
-    ax.set_title("fine-tuning from the pretrained digits model")
+    ax.set_title("fine-tuning strategies across pretrained/target pairs")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
+def report(out: Path, results: list[dict], header: str) -> None:
+    text = markdown(results, header)
+    (out / "table.md").write_text(text + "\n")
+    heatmap(out / "heatmap.png", results)
+    print(text)
+    print(f"\n-> {out / 'table.md'}, {out / 'heatmap.png'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="small_resnet", help="model= option to pretrain and transfer (small_resnet, resnet18)")
-    parser.add_argument("--weights", type=Path, default=None, help="a pretrained last.ckpt (skips pretraining)")
-    parser.add_argument("--pretrain-epochs", type=int, default=30)
-    parser.add_argument("--epochs-small", type=int, default=60, help="fine-tuning epochs of the small cells")
-    parser.add_argument("--epochs-large", type=int, default=15, help="fine-tuning epochs of the large cells")
-    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
+    parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--targets", nargs="+", default=None, help="only these targets of the pairs")
+    parser.add_argument("--sizes", nargs="+", default=["small", "large"], choices=["small", "large"])
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--with-da", action="store_true", help="also run experiment=da_digits_m per seed")
+    parser.add_argument("--steps-small", type=int, default=400, help="optimizer steps of a small-cell run")
+    parser.add_argument("--steps-large", type=int, default=2000, help="optimizer steps of a large-cell run")
+    parser.add_argument("--scratch-lrs", type=float, nargs="+", default=[1e-3, 3e-3],
+                        help="scratch's learning rates; the best on validation counts")
+    parser.add_argument("--no-scratch-check", dest="scratch_check", action="store_false",
+                        help="skip scratch with twice the steps")
+    parser.add_argument("--weights", type=Path, default=None, help="the digits pair's pretrained last.ckpt (skips pretraining)")
+    parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("outputs/transfer_table"))
-    parser.add_argument("overrides", nargs="*", help="extra overrides for every run, e.g. trainer.accelerator=gpu")
+    parser.add_argument("--report", type=Path, nargs="+", default=None,
+                        help="no runs: one table from these output folders' runs.jsonl")
+    parser.add_argument("overrides", nargs="*", help="extra overrides for every run, e.g. trainer=gpu")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        logs = [folder / "runs.jsonl" for folder in args.report if (folder / "runs.jsonl").exists()]
+        results = [json.loads(line) for path in logs for line in path.read_text().splitlines() if line.strip()]
+        report(args.out, results, f"From {', '.join(map(str, args.report))}")
+        return
     log = args.out / "runs.jsonl"
-    results = []
+    results: list[dict] = []
+
+    def emit(result: dict) -> None:
+        results.append(result)
+        print(json.dumps(result), flush=True)
+        with log.open("a") as handle:
+            handle.write(json.dumps(result) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
-        weights = args.weights or pretrain(args.model, args.pretrain_epochs, args.out, args.overrides)
-        for cell in args.cells:
-            epochs = args.epochs_small if cell.endswith("small") else args.epochs_large
-            for strategy in args.strategies:
-                for seed in args.seeds:
-                    result = run_one(cell, strategy, seed, epochs, weights, args.model, Path(tmp), args.overrides)
-                    results.append(result)
-                    print(json.dumps(result), flush=True)
-                    with log.open("a") as handle:
-                        handle.write(json.dumps(result) + "\n")
-        if args.with_da and "different-small" in args.cells:
-            for seed in args.seeds:
-                results.append(run_da(seed, Path(tmp), args.overrides))
-                print(json.dumps(results[-1]), flush=True)
-    header = (f"model={args.model}, weights {weights}, {machine()}; epochs: small {args.epochs_small}, "
-              f"large {args.epochs_large}; seeds {args.seeds}")
-    text = markdown(results, args.cells, args.strategies, header)
-    (args.out / "table.md").write_text(text + "\n")
-    heatmap(args.out / "heatmap.png", results, args.cells, args.strategies)
-    print(text)
-    print(f"\n-> {args.out / 'table.md'}, {args.out / 'heatmap.png'}, {log}")
+        weights = None
+        if "digits" in args.pairs:
+            weights = args.weights or pretrain(args.pretrain_epochs, args.out, args.overrides)
+        for pair in args.pairs:
+            for target in PAIRS[pair].targets:
+                if args.targets and target not in args.targets:
+                    continue
+                for size in args.sizes:
+                    run_cell(Cell(pair, target, size), args, Path(tmp), weights, emit)
+    header = (f"{machine()}; steps: small {args.steps_small}, large {args.steps_large}; seeds {args.seeds}; "
+              f"scratch lrs {args.scratch_lrs} (chosen on validation)")
+    report(args.out, results, header)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ from torch.utils.data import Subset, TensorDataset
 
 from experiments.config import validate
 from experiments.errors import ConfigError
-from experiments.finetune.advice import Measurements, decide
-from experiments.finetune.advisor import BatchNormStatistics, dataset_labels, gaussian_shift
+from experiments.finetune.auto import strategy_from_config
+from experiments.finetune.decide import Measurements, decide
+from experiments.finetune.measure import BatchNormStatistics, dataset_labels, gaussian_shift
 from experiments.finetune.strategies import Auto, Partial
 from experiments.models.core import create_model
 from experiments.models.custom import SmallResNet, build_custom
@@ -125,7 +126,7 @@ def test_partial_depth_follows_where_the_shift_is():
     advice = decide(late_shift, Auto(shift_threshold=0.15), max_epochs=10)
     assert advice.strategy == "partial" and advice.keys == {"n_blocks": 2}
     assert "stage3" in advice.reason
-    strategy = advice.build_strategy()
+    strategy = strategy_from_config(advice.strategy, advice.given_keys)  # conf/finetune/partial.yaml + the keys
     assert isinstance(strategy, Partial) and strategy.n_blocks == 2
     input_shift = situation(63, (0.5, 0.2, 0.1, 0.05, 0.05), 0.9)  # the input differs: every block -> full
     assert decide(input_shift, Auto(shift_threshold=0.15), max_epochs=10).strategy == "full"
@@ -135,9 +136,9 @@ def test_shared_keys_pass_to_the_chosen_strategy_but_not_to_scratch():
     auto = Auto(backbone_lr_mult=0.01, different_small="scratch")
     advice = decide(situation(63, CALM, 0.97), auto, max_epochs=10)
     assert advice.record()["keys"] == {"backbone_lr_mult": 0.01, "n_blocks": 1}
-    assert advice.build_strategy().backbone_lr_mult == 0.01
+    assert strategy_from_config(advice.strategy, advice.given_keys).backbone_lr_mult == 0.01
     scratch = decide(situation(10, SHIFTED, 0.3), auto, max_epochs=10)
-    assert scratch.record()["keys"] == {} and scratch.build_strategy().backbone_lr_mult == 1.0
+    assert scratch.record()["keys"] == {} and strategy_from_config("scratch", scratch.given_keys).backbone_lr_mult == 1.0
 
 
 def test_disagreeing_measures_count_as_similar_and_say_why():
@@ -183,12 +184,14 @@ def source_weights(tmp_path_factory):
 
 def test_auto_end_to_end_records_its_analysis_and_trains_the_chosen_strategy(tmp_path, source_weights):
     common = [*TINY, *TARGET, f"model.weights={source_weights}"]
-    auto_run = run_job(compose_cfg(tmp_path / "auto", *common, "finetune=auto", "finetune.similar_small=partial"))
+    auto_run = run_job(compose_cfg(tmp_path / "auto", *common, "finetune=auto", "finetune.similar_small=partial",
+                                   "finetune.confirm=false"))  # the prior alone, as auto decided before races
     auto = auto_run["finetune_detail"]["auto"]
     assert auto["cell"] == {"domain": "similar", "size": "small"}  # the source's statistics, held-out digits
     assert auto["samples_per_class"] == 10.0 and auto["shift"]["overall"] < 0.15
     assert list(auto["shift"]["per_block"]) == list(BLOCKS) and 0 <= auto["probe_acc"] <= 1
-    assert (auto["strategy"], auto["keys"]) == ("partial", {"n_blocks": 1})
+    assert (auto["strategy"], auto["keys"]) == ("partial", {"n_blocks": 1}) and auto["race"] is None
+    assert auto["prior"] == "partial" and auto["confirm"] is False and "confirm=false" in auto["reason"]
     assert auto_run["finetune"] == auto_run["finetune_detail"]["strategy"] == "partial"
     assert [b["trainable_at_end"] for b in auto_run["finetune_detail"]["blocks"]] == [False] * 4 + [True]
     events = b"".join(p.read_bytes() for p in (tmp_path / "auto" / "tensorboard").glob("events.*"))
@@ -202,10 +205,11 @@ def test_auto_end_to_end_records_its_analysis_and_trains_the_chosen_strategy(tmp
 
 
 def test_advise_writes_the_analysis_and_trains_nothing(tmp_path, source_weights):
-    record = run_job(compose_cfg(tmp_path, *TINY, *TARGET, f"model.weights={source_weights}", "mode=advise"))
+    record = run_job(compose_cfg(tmp_path, *TINY, *TARGET, f"model.weights={source_weights}", "mode=advise",
+                                 "finetune=auto", "finetune.confirm=false"))
     assert record["status"] == "ok" and record["mode"] == "advise"
     auto = record["finetune_detail"]["auto"]
-    assert auto["strategy"] == record["finetune"] == "classifier_only" and str(auto["samples_per_class"]) in auto["reason"]
+    assert auto["strategy"] == record["finetune"] == "classifier_only" and str(auto["samples_per_class"]) in auto["prior_reason"]
     assert "metrics" not in record and "epochs" not in record
     assert not (tmp_path / "checkpoints").exists()
     random_init = run_job(compose_cfg(tmp_path / "random", *TINY, *TARGET, "mode=advise"))
@@ -232,3 +236,44 @@ def test_resnet18_pretrains_at_32x32_and_its_checkpoint_transfers(tmp_path):
     auto = advice["finetune_detail"]["auto"]  # measured on the checkpoint's weights
     assert len(auto["shift"]["per_block"]) == 5 and None not in auto["shift"]["per_block"].values()
     assert auto["probe_acc"] is not None and auto["cell"]["domain"] in {"similar", "different"}
+
+
+def test_auto_races_its_prior_on_labelled_data_and_stops_losers_early(tmp_path, source_weights, monkeypatch, caplog):
+    from experiments.datamodules.base import ClassificationDataModule
+
+    caplog.set_level("INFO", logger="experiments")
+    def no_test_split(self):
+        raise AssertionError("finetune=auto's race read the test split")
+
+    monkeypatch.setattr(ClassificationDataModule, "test_dataloader", no_test_split)
+    record = run_job(compose_cfg(tmp_path, *TINY, *TARGET, f"model.weights={source_weights}", "mode=advise",
+                                 "trainer.max_epochs=14"))  # 28 steps: a 14-step race
+    auto = record["finetune_detail"]["auto"]
+    race = auto["race"]
+    first = [t for t in race["trials"] if t["rung"] == 1]
+    second = [t for t in race["trials"] if t["rung"] == 2]
+    assert auto["prior"] == "classifier_only" and [t["strategy"] for t in first] == ["classifier_only", "lp_ft", "partial"]
+    assert len(second) == 2 and all(t["steps"] == 2 * first[0]["steps"] for t in second)  # the better half, twice as long
+    best_first = sorted(first, key=lambda t: -t["score"])  # stable: ties keep the prior first
+    assert [t["strategy"] for t in second] == [t["strategy"] for t in best_first[:2]]
+    assert race["winner"] == auto["strategy"] == record["finetune"] == max(second, key=lambda t: t["score"])["strategy"]
+    assert race["steps"] == 14 <= race["budget_steps"] and "metrics" not in record
+    assert all(0 <= t["score"] <= 1 for t in race["trials"])
+    assert auto["reason"].startswith("the race")
+    assert "finetune=auto prior: classifier_only" in caplog.text and "race winner" in caplog.text
+
+
+def test_auto_keys_of_the_chosen_strategy_come_from_its_yaml(tmp_path):
+    from omegaconf import OmegaConf
+
+    from experiments.compose import CONF
+
+    for name in ("classifier_only", "partial", "lp_ft", "full", "scratch", "gradual"):
+        strategy = strategy_from_config(name, {})
+        assert strategy.name == name
+        yaml = OmegaConf.load(CONF / "finetune" / f"{name}.yaml")
+        assert all(getattr(strategy, k) == v for k, v in yaml.items() if not k.startswith("_"))
+    changed = tmp_path / "finetune"
+    changed.mkdir()
+    (changed / "partial.yaml").write_text((CONF / "finetune" / "partial.yaml").read_text().replace("backbone_lr_mult: 0.1", "backbone_lr_mult: 0.02"))
+    assert strategy_from_config("partial", {"n_blocks": 2}, conf_dir=tmp_path).backbone_lr_mult == 0.02

@@ -147,8 +147,9 @@ def test_resume_mid_gradual_restores_frozen_state_lrs_and_weights(tmp_path, weig
 def test_cached_and_uncached_classifier_only_give_the_same_head(tmp_path, weights_file):
     path, _ = weights_file
     heads = {}
-    for setting in ("true", "false"):
-        record, _, _ = run_strategy(tmp_path / setting, path, "finetune=classifier_only", f"finetune.cache_features={setting}", epochs=3)
+    for setting in ("true", "false"):  # the epochs alone train the head (head_fit needs the cache)
+        record, _, _ = run_strategy(tmp_path / setting, path, "finetune=classifier_only", f"finetune.cache_features={setting}",
+                                    "finetune.head_fit=none", epochs=3)
         assert record["finetune_detail"]["feature_cache"]["used"] is (setting == "true")
         state = torch.load(tmp_path / setting / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
         heads[setting] = (state["model.head.weight"], record["metrics"]["test/acc"])
@@ -214,3 +215,40 @@ def test_the_model_summary_counts_what_the_strategy_trains(tmp_path):
                         callbacks=[Summarise()])
     trainer.fit(parts.module, datamodule=parts.datamodule)
     assert seen["trainable"] == sum(p.numel() for p in parts.model.head.parameters())
+
+
+# -- the head fitted on cached features (finetune.head_fit) ------------------------------------------
+def test_head_fit_solves_the_same_problem_as_scikit_learns_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    from experiments.finetune.head_fit import fit_linear_head
+
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 8, generator=generator) * 2
+    y = torch.arange(3).repeat(40)
+    x = centres[y] + torch.randn(len(y), 8, generator=generator) * torch.linspace(0.5, 5, 8)  # unequal scales
+    x = x * 10 + 3
+    head = torch.nn.Linear(8, 3)
+    fit = fit_linear_head(head, (x, y), l2_grid=(0.01,))
+    z = ((x - x.mean(0)) / x.std(0, correction=0)).numpy()
+    reference = LogisticRegression(C=1 / (2 * 0.01 * len(y)), max_iter=2000, tol=1e-8).fit(z, y.numpy())
+    with torch.no_grad():  # the head takes raw features: the standardisation is folded into it
+        probabilities = torch.softmax(head(x), 1).numpy()
+    assert abs(probabilities - reference.predict_proba(z)).max() < 1e-3
+    assert fit.l2 == 0.01 and fit.val_acc is None and fit.train_acc == pytest.approx(reference.score(z, y.numpy()))
+
+
+def test_head_fit_picks_the_l2_on_validation_and_the_run_records_it(tmp_path, weights_file):
+    path, before = weights_file
+    runs = {}
+    for setting in ("lbfgs", "none"):
+        record, after, _ = run_strategy(tmp_path / setting, path, "finetune=classifier_only", f"finetune.head_fit={setting}",
+                                        "data.samples_per_class=10", epochs=1)
+        assert changed_blocks(before, after) == set()  # the fit touches the head alone
+        runs[setting] = record
+    fit = runs["lbfgs"]["finetune_detail"]["feature_cache"]["head_fit"]
+    assert fit["method"] == "lbfgs" and str(fit["l2"]) in fit["val_acc_by_l2"]
+    assert fit["val_acc"] == max(fit["val_acc_by_l2"].values())
+    assert "head_fit" not in runs["none"]["finetune_detail"]["feature_cache"]
+    # one epoch of 2 steps barely moves a random head; the fitted one starts at the probe's accuracy
+    assert runs["lbfgs"]["metrics"]["val/acc"] > runs["none"]["metrics"]["val/acc"] + 0.2

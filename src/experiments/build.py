@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.checkpoints import AtomicCheckpointIO, BackgroundCheckpointIO
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.errors import ConfigError, DataError, ModelError
-from experiments.finetune.advice import Advice
+from experiments.finetune.auto import AutoChoice, resolve
 from experiments.finetune.groups import count_parameters
 from experiments.finetune.strategies import Auto, FinetuneStrategy
 from experiments.models.core import TransferModel, create_model
@@ -37,8 +37,8 @@ class Components:
     datamodule: ClassificationDataModule
     model: TransferModel
     module: L.LightningModule
-    #: finetune=auto: what was measured and why ``strategy`` was chosen
-    advice: Advice | None = None
+    #: finetune=auto: what was measured, the prior, the race, and why ``strategy`` was chosen
+    auto_choice: AutoChoice | None = None
 
 
 def model_from_config(model_cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...],
@@ -70,14 +70,18 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule, strategy:
     model = model_from_config(cfg.model, datamodule.num_classes, tuple(datamodule.input_shape), use_weights)
     if len(datamodule.input_shape) == 1 and getattr(model.preprocessing, "tokenizer", None) is None:
         check_takes_vectors(model, datamodule)
-    frozen_somewhere = strategy.max_depth(cfg.trainer.max_epochs) < len(model.blocks)
-    if use_weights and frozen_somewhere and model.info.weights == "random":
+    return model
+
+
+def warn_frozen_random(strategy: FinetuneStrategy, model: TransferModel, max_epochs: int) -> None:
+    """A strategy that freezes blocks of a randomly initialised model is almost surely a mistake."""
+    frozen_somewhere = strategy.max_depth(max_epochs) < len(model.blocks)
+    if strategy.uses_pretrained and frozen_somewhere and model.info.weights == "random":
         log.warning(
             "finetune=%s freezes blocks of a randomly initialised %s: frozen random features rarely "
             "transfer; set model.pretrained=true or model.weights=PATH",
             strategy.name, model.info.name,
         )
-    return model
 
 
 def check_takes_vectors(model: TransferModel, datamodule: ClassificationDataModule) -> None:
@@ -117,9 +121,41 @@ def build_components(cfg: DictConfig, strategy: FinetuneStrategy | None = None) 
     datamodule: ClassificationDataModule = instantiate(cfg.data)
     model = build_model(cfg, datamodule, strategy)
     datamodule.set_preprocessing(model.preprocessing)
+    apply_step_budget(cfg, datamodule)
     if isinstance(strategy, Auto):
         return build_chosen(cfg, strategy, datamodule, model)
+    strategy = strategy.for_run(cfg.trainer.max_epochs, len(model.blocks))
+    warn_frozen_random(strategy, model, cfg.trainer.max_epochs)
     return assemble(cfg, strategy, datamodule, model)
+
+
+def steps_per_epoch(trainer_cfg: DictConfig, datamodule: ClassificationDataModule) -> int:
+    """Optimizer steps in one training epoch: the loader's batches, cut by
+    ``trainer.limit_train_batches`` (a count or a fraction), over ``accumulate_grad_batches``."""
+    import math
+
+    datamodule.setup("fit")
+    batches = len(datamodule.train_dataloader())
+    limit = trainer_cfg.get("limit_train_batches")
+    if limit is not None:
+        batches = min(batches, int(limit)) if isinstance(limit, int) and not isinstance(limit, bool) else \
+            max(1, int(batches * float(limit)))
+    return max(1, math.ceil(batches / int(trainer_cfg.get("accumulate_grad_batches") or 1)))
+
+
+def apply_step_budget(cfg: DictConfig, datamodule: ClassificationDataModule) -> None:
+    """``train_steps=N``: ``trainer.max_epochs`` becomes the epochs that make at least N optimizer
+    steps on this data, so a 100-image run trains as long as a 10,000-image one instead of making
+    30 steps. Every schedule (strategy, scheduler) then spans the resolved epochs."""
+    steps = cfg.get("train_steps")
+    if steps is None:
+        return
+    per_epoch = steps_per_epoch(cfg.trainer, datamodule)
+    epochs = -(-int(steps) // per_epoch)
+    if epochs != cfg.trainer.max_epochs:
+        log.info("train_steps=%d: %d optimizer steps per epoch -> trainer.max_epochs=%d (was %d)",
+                 steps, per_epoch, epochs, cfg.trainer.max_epochs)
+    cfg.trainer.max_epochs = epochs
 
 
 def assemble(cfg: DictConfig, strategy: FinetuneStrategy, datamodule: ClassificationDataModule,
@@ -174,21 +210,10 @@ def check_objective(objective: str, logged: set[str]) -> None:
 
 
 def build_chosen(cfg: DictConfig, auto: Auto, datamodule: ClassificationDataModule, model: TransferModel) -> Components:
-    """``finetune=auto``: measure the run, then build it with the strategy the advisor chose.
-
-    Measuring changes neither the weights nor the random state, so a pretrained choice trains the
-    very model and data a run with that strategy named would; ``scratch`` is built afresh (random
-    init, the data's own normalisation), exactly as ``finetune=scratch`` builds it.
-    """
-    from experiments.finetune.advisor import advise
-
-    advice = advise(auto, datamodule, model, cfg.trainer)
-    chosen = advice.build_strategy()
-    if chosen.uses_pretrained:
-        parts = assemble(cfg, chosen, datamodule, model)
-    else:
-        parts = build_components(cfg, chosen)
-    return replace(parts, advice=advice)
+    """``finetune=auto``: resolve the strategy (measure, prior, race: :mod:`experiments.finetune.auto`),
+    then build the run with it afresh, seeded: exactly the run that names the strategy."""
+    choice = resolve(cfg, auto, datamodule, model)
+    return replace(build_components(cfg, choice.strategy), auto_choice=choice)
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] = (), **settings: Any) -> L.Trainer:

@@ -92,6 +92,7 @@ _RULES: list[_Rule] = [
     ("optimizer.lr", lambda v: _num(v) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: _num(v) and v >= 0, "a number >= 0"),
     ("trainer.max_epochs", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("train_steps", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1 (optimizer steps)"),
     ("data.image_size", lambda v: v is None or v == "model" or (_int(v) and v >= 1) or (
         isinstance(v, ListConfig) and len(v) == 2 and all(_int(x) and x >= 1 for x in v)),
      "null, model, an integer >= 1 or [H, W]"),
@@ -166,8 +167,10 @@ def _strategy_problems(cfg: DictConfig) -> list[str]:
 
     from experiments.errors import FinetuneError
 
+    # with a step budget the epochs are known once the data is: epoch-dependent checks wait for it
+    max_epochs = cfg.trainer.max_epochs if cfg.get("train_steps") is None else 10**6
     try:
-        instantiate(cfg.finetune).validate(cfg.trainer.max_epochs)
+        instantiate(cfg.finetune).validate(max_epochs)
     except FinetuneError as err:
         return [str(err)]
     return []

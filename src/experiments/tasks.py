@@ -52,10 +52,10 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), callbacks: Sequence[An
     fit_data = cache.fit_datamodule()
     trainer = build_trainer(cfg, [*cache.callbacks(), *callbacks], **cache.trainer_settings())
     log_config(trainer, cfg, list(overrides))
-    if parts.advice is not None:  # finetune=auto: its numbers and reason beside the curves
-        from experiments.finetune.advisor import log_advice_text
+    if parts.auto_choice is not None:  # finetune=auto: its numbers and reason beside the curves
+        from experiments.finetune.auto import log_choice_text
 
-        log_advice_text(trainer, parts.advice)
+        log_choice_text(trainer, parts.auto_choice)
 
     trainer.fit(parts.module, datamodule=fit_data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     callback = trainer.checkpoint_callback
@@ -64,11 +64,12 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), callbacks: Sequence[An
         "metrics": evaluate(trainer, parts, best),
         **run_facts(parts),
         "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
         "best_checkpoint": best,
         "finetune_detail": {
             **finetune.summary(parts.model, trainer.optimizers[0] if trainer.optimizers else None),
             "feature_cache": cache.record(),
-            **({"auto": parts.advice.record()} if parts.advice is not None else {}),
+            **({"auto": parts.auto_choice.record()} if parts.auto_choice is not None else {}),
         },
     }
 
@@ -89,7 +90,7 @@ def advise(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
         log.info("mode=advise: finetune=%s ignored, analysing with finetune=auto's defaults", strategy.name)
         strategy = Auto()
     parts = build_components(cfg, strategy)
-    return {**run_facts(parts), "finetune_detail": {"auto": parts.advice.record()}}
+    return {**run_facts(parts), "finetune_detail": {"auto": parts.auto_choice.record()}}
 
 
 def evaluate_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:

@@ -21,12 +21,12 @@ very different         small            transfer unsuitable; ``scratch`` or
 =====================  ===============  =====================================
 
 ``auto`` (:class:`Auto`) places a run in this table from measurements and trains the strategy of
-its cell (:mod:`experiments.finetune.advice`, :mod:`experiments.finetune.advisor`).
+its cell (:mod:`experiments.finetune.decide`, :mod:`experiments.finetune.measure`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from experiments.errors import FinetuneError
 from experiments.values import is_integer, is_number
@@ -66,6 +66,11 @@ class FinetuneStrategy:
     uses_pretrained: bool = True
 
     # -- schedule ------------------------------------------------------------------------------
+    def for_run(self, max_epochs: int, n_blocks: int) -> FinetuneStrategy:
+        """This strategy with every key left null (sized from the run) filled in: a step budget
+        (``train_steps``) decides the epochs only once the data is known."""
+        return self
+
     def trainable_depth(self, epoch: int) -> int:
         """How many blocks, counted from the head, train in ``epoch`` (EVERY_BLOCK for every block)."""
         return EVERY_BLOCK
@@ -122,8 +127,29 @@ class Full(FinetuneStrategy):
     name: str = "full"
 
 
+#: ``head_fit`` values: fit the head on the cached features before the first epoch, or not
+HEAD_FITS = ("lbfgs", "none")
+
+
 @dataclass
-class ClassifierOnly(FinetuneStrategy):
+class HeadFirst(FinetuneStrategy):
+    """A strategy whose first epochs train the head alone on a frozen backbone.
+
+    Args:
+        head_fit: ``lbfgs``: before the first epoch, the head is fitted to convergence on the cached
+            features (:mod:`experiments.finetune.head_fit`; only on the cached-feature path);
+            ``none``: the head starts from its init and only the epochs train it.
+    """
+
+    head_fit: str = "lbfgs"
+
+    def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
+        super().validate(max_epochs, n_blocks)
+        _require(self.head_fit in HEAD_FITS, "head_fit", self.head_fit, " or ".join(HEAD_FITS))
+
+
+@dataclass
+class ClassifierOnly(HeadFirst):
     """Only the head trains; the backbone is frozen (BatchNorm statistics included)."""
 
     name: str = "classifier_only"
@@ -153,7 +179,7 @@ class Partial(FinetuneStrategy):
 
 
 @dataclass
-class Gradual(FinetuneStrategy):
+class Gradual(HeadFirst):
     """Starts as classifier_only; every ``unfreeze_every`` epochs one more block thaws.
 
     Each newly thawed block learns at a smaller rate than the one above it:
@@ -161,8 +187,14 @@ class Gradual(FinetuneStrategy):
     """
 
     name: str = "gradual"
-    unfreeze_every: int = 1
+    unfreeze_every: int | None = 1
     block_lr_decay: float = 0.5
+
+    def for_run(self, max_epochs: int, n_blocks: int) -> FinetuneStrategy:
+        """``unfreeze_every=null``: every block thawed by about 5/6 of the run."""
+        if self.unfreeze_every is not None:
+            return self
+        return replace(self, unfreeze_every=max(1, max_epochs // (max(n_blocks, 1) + 1)))
 
     def trainable_depth(self, epoch: int) -> int:
         return epoch // self.unfreeze_every
@@ -175,9 +207,9 @@ class Gradual(FinetuneStrategy):
     def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
         super().validate(max_epochs, n_blocks)
         u, r = self.unfreeze_every, self.block_lr_decay
-        _require(_integer(u) and u >= 1, "unfreeze_every", u, "an integer >= 1")
+        _require(u is None or (_integer(u) and u >= 1), "unfreeze_every", u, "null (sized from the run) or an integer >= 1")
         _require(_number(r) and 0 < r <= 1, "block_lr_decay", r, "a number in (0, 1]")
-        if u >= max_epochs:
+        if u is not None and u >= max_epochs:
             raise FinetuneError(
                 f"finetune.unfreeze_every={u} with trainer.max_epochs={max_epochs}: no block ever thaws "
                 f"(the first thaws at epoch {u}); lower unfreeze_every or raise max_epochs, or use "
@@ -186,12 +218,16 @@ class Gradual(FinetuneStrategy):
 
 
 @dataclass
-class LinearProbeThenFinetune(FinetuneStrategy):
+class LinearProbeThenFinetune(HeadFirst):
     """LP-FT (Kumar et al. 2022): head only for ``probe_epochs``, then every layer, head included,
     at ``lr * backbone_lr_mult``."""
 
     name: str = "lp_ft"
-    probe_epochs: int = 1
+    probe_epochs: int | None = 1
+
+    def for_run(self, max_epochs: int, n_blocks: int) -> FinetuneStrategy:
+        """``probe_epochs=null``: a quarter of the run."""
+        return self if self.probe_epochs is not None else replace(self, probe_epochs=max(1, max_epochs // 4))
 
     def trainable_depth(self, epoch: int) -> int:
         return 0 if epoch < self.probe_epochs else EVERY_BLOCK
@@ -201,8 +237,9 @@ class LinearProbeThenFinetune(FinetuneStrategy):
 
     def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
         super().validate(max_epochs, n_blocks)
-        _require(_integer(self.probe_epochs), "probe_epochs", self.probe_epochs, "an integer >= 1")
-        if not 1 <= self.probe_epochs < max_epochs:
+        p = self.probe_epochs
+        _require(p is None or _integer(p), "probe_epochs", p, "null (a quarter of the run) or an integer >= 1")
+        if p is not None and not 1 <= p < max_epochs:
             raise FinetuneError(
                 f"finetune.probe_epochs={self.probe_epochs} must be in 1..{max_epochs - 1} "
                 f"(trainer.max_epochs={max_epochs}) so both stages run"
@@ -217,6 +254,15 @@ STRATEGIES: dict[str, type[FinetuneStrategy]] = {
     "partial": Partial,
     "gradual": Gradual,
     "lp_ft": LinearProbeThenFinetune,
+}
+#: what races against each strategy when ``auto`` confirms its prior (``finetune.neighbours``)
+NEIGHBOURS: dict[str, list[str]] = {
+    "classifier_only": ["lp_ft", "partial"],
+    "partial": ["classifier_only", "full"],
+    "full": ["partial", "lp_ft", "scratch"],
+    "lp_ft": ["classifier_only", "full"],
+    "gradual": ["partial", "full"],
+    "scratch": ["full", "lp_ft"],
 }
 #: the cells of the guidance table, as ``Auto``'s keys: ``<domain>_<size>``
 CELLS = ("similar_small", "similar_large", "different_small", "different_large")
@@ -240,6 +286,11 @@ class Auto(FinetuneStrategy):
             (a ``finetune=`` name; the keys it needs are derived from the measurements).
         backbone_lr_mult, layer_decay, train_bn, cache_features: passed to the chosen strategy
             (not to ``scratch``).
+        confirm: race the cell's strategy (the prior) against its ``neighbours`` on the labelled
+            data before training (:mod:`experiments.finetune.race`); false keeps the prior.
+        race_budget: the race's optimizer steps as a fraction of the chosen run's (0.5: the whole
+            auto run costs at most about 1.5 runs).
+        neighbours: per strategy, the plausible alternatives that race against it.
     """
 
     name: str = "auto"
@@ -251,9 +302,19 @@ class Auto(FinetuneStrategy):
     similar_large: str = "partial"
     different_small: str = "full"
     different_large: str = "full"
+    confirm: bool = True
+    race_budget: float = 0.5
+    neighbours: dict[str, list[str]] = field(default_factory=lambda: dict(NEIGHBOURS))
 
     def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
         super().validate(max_epochs, n_blocks)
+        _require(isinstance(self.confirm, bool), "confirm", self.confirm, "true or false")
+        r = self.race_budget
+        _require(_number(r) and 0 < r <= 1, "race_budget", r, "a number in (0, 1] (a fraction of the run's steps)")
+        for strategy, others in dict(self.neighbours or {}).items():
+            _require(strategy in STRATEGIES, f"neighbours.{strategy}", strategy, f"one of {', '.join(STRATEGIES)}")
+            for other in others or ():
+                _require(other in STRATEGIES, f"neighbours.{strategy}", list(others), f"names among {', '.join(STRATEGIES)}")
         n, s, p, m = self.large_from, self.shift_threshold, self.probe_threshold, self.max_samples
         _require(_integer(n) and n >= 1, "large_from", n, "an integer >= 1 (labelled samples per class)")
         _require(_number(s) and 0 < s < 1, "shift_threshold", s, "a number in (0, 1)")

@@ -16,18 +16,19 @@ No source data is needed: what the pretrained model knows of its source is in it
   (colour, texture), late blocks shift in what the features encode.
 * **Linear probe**: the backbone's features of the same training images, from the feature cache's
   extraction (``extract_features``: ``Trainer.predict``, eval and inference mode; the pass that
-  feeds the hooks), a multinomial logistic regression on them (scikit-learn, standardised
-  features), its accuracy on the validation split's features. The test split is never read.
+  feeds the hooks), a multinomial logistic regression on them (standardised
+  features, L2 chosen on validation: :mod:`experiments.finetune.head_fit`, the fit that
+  ``head_fit=lbfgs`` gives the head), its accuracy on the validation split's features. The test
+  split is never read.
 
 At most ``finetune.max_samples`` training and validation images are measured (a seeded choice).
-:func:`advise` hands the numbers to :func:`experiments.finetune.advice.decide` and reports.
+:func:`experiments.finetune.decide.decide` turns the numbers into the prior (:mod:`experiments.finetune.auto`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -41,26 +42,12 @@ from experiments.datamodules.base import ClassificationDataModule
 from experiments.datamodules.transforms import TensorImageDataset
 from experiments.domains import is_domain_pair
 from experiments.errors import ConfigError
-from experiments.finetune.advice import Advice, Measurements, decide
+from experiments.finetune.decide import Measurements
 from experiments.finetune.cache import extract_features
 from experiments.finetune.strategies import Auto
 from experiments.models.core import TransferModel, batchnorm_layers
 
 log = logging.getLogger(__name__)
-
-
-def advise(auto: Auto, datamodule: ClassificationDataModule, model: TransferModel,
-           trainer_cfg: Mapping[str, Any]) -> Advice:
-    """Measure, decide, and report the analysis on the console (a warning in the different/small cell)."""
-    start = time.perf_counter()
-    measured = measure(auto, datamodule, model, trainer_cfg)
-    advice = decide(measured, auto, int(trainer_cfg["max_epochs"]))
-    for line in advice.report(with_warning=False).splitlines():
-        log.info(line)
-    if advice.warning:
-        log.warning("finetune=auto: %s", advice.warning)
-    log.info("finetune=auto: measured in %.1fs", time.perf_counter() - start)
-    return advice
 
 
 def measure(auto: Auto, datamodule: ClassificationDataModule, model: TransferModel,
@@ -212,25 +199,13 @@ def _batchnorm_layers(model: TransferModel) -> list[tuple[str, nn.Module, int | 
 
 
 def linear_probe_accuracy(train: TensorImageDataset, val: TensorImageDataset, seed: int = 0) -> float | None:
-    """Validation accuracy of a logistic regression on standardised ``(features, label)`` pairs
-    (None when the training features hold fewer than two classes)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+    """Validation accuracy of the linear head :func:`~experiments.finetune.head_fit.fit_linear_head`
+    fits on ``(features, label)`` pairs: the same probe ``head_fit=lbfgs`` trains (None when the
+    training features hold fewer than two classes or there is no validation data)."""
+    from experiments.finetune.head_fit import fit_linear_head
 
-    x, y = (t.numpy() for t in train.tensors)
-    xv, yv = (t.numpy() for t in val.tensors)
-    if len(set(y.tolist())) < 2 or len(yv) == 0:
+    x, y = train.tensors
+    if len(torch.unique(y)) < 2 or len(val) == 0:
         return None
-    scaler = StandardScaler().fit(x)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        probe = LogisticRegression(max_iter=500, random_state=seed).fit(scaler.transform(x), y)
-    return float((probe.predict(scaler.transform(xv)) == yv).mean())
-
-
-def log_advice_text(trainer: L.Trainer, advice: Advice) -> None:
-    """The analysis as TensorBoard text (``finetune/auto``), beside the run's curves."""
-    from experiments.reporting.hparams import log_text
-
-    log_text(trainer, "finetune/auto", advice.report())
+    num_classes = int(max(int(y.max()), int(val.tensors[1].max()))) + 1
+    return fit_linear_head(nn.Linear(x.shape[1], num_classes), train.tensors, val.tensors).val_acc

@@ -1,7 +1,7 @@
 """``finetune=auto``'s decision: measured numbers in, a cell of the guidance table and a strategy out.
 
 Pure Python (no torch), so every rule can be checked on synthetic numbers; the measuring is in
-:mod:`experiments.finetune.advisor`. The rules, with :class:`~experiments.finetune.strategies.Auto`'s
+:mod:`experiments.finetune.measure`. The rules, with :class:`~experiments.finetune.strategies.Auto`'s
 keys:
 
 * **size**: ``small`` when the training split has fewer than ``large_from`` labelled samples per
@@ -80,10 +80,6 @@ class Advice:
         (not to scratch), then the keys derived from the measurements."""
         return {**({} if self.strategy == "scratch" else self.shared_keys), **self.keys}
 
-    def build_strategy(self) -> FinetuneStrategy:
-        """The strategy object to train."""
-        return STRATEGIES[self.strategy](**self.given_keys)
-
     def record(self) -> dict[str, Any]:
         """``finetune_detail.auto`` of results.json."""
         m = self.measured
@@ -133,7 +129,7 @@ def decide(m: Measurements, auto: Auto, max_epochs: int) -> Advice:
         return Advice("scratch", {}, None, size, reason, m)
     domain, domain_text = _domain(m, auto)
     strategy = getattr(auto, f"{domain}_{size}")
-    keys, keys_text = _keys(strategy, m, auto, max_epochs)
+    keys, keys_text = keys_for(strategy, m, auto, max_epochs)
     if strategy == "partial" and keys["n_blocks"] >= len(m.blocks) > 0:
         strategy, keys, keys_text = "full", {}, f"{keys_text}: every block, so full"
     choice = f"{domain} domain with {size} data -> {strategy}{f' ({keys_text})' if keys_text else ''}"
@@ -183,7 +179,7 @@ def _domain(m: Measurements, auto: Auto) -> tuple[str, str]:
     return "similar", f"{shift_text} but {probe_text}: {why}, so the domain counts as similar"
 
 
-def _keys(strategy: str, m: Measurements, auto: Auto, max_epochs: int) -> tuple[dict[str, Any], str]:
+def keys_for(strategy: str, m: Measurements, auto: Auto, max_epochs: int) -> tuple[dict[str, Any], str]:
     """The chosen strategy's keys from where the shift is, and the sentence that says why."""
     n = len(m.blocks)
     shifted = [i for i, s in enumerate(m.block_shift) if s is not None and s >= auto.shift_threshold]
