@@ -61,6 +61,21 @@ CASES = {
     "adapt-on-one-domain": ("adapt=dann", r"ConfigError: adapt=dann needs a source and a target domain"),
     "target-module-typo": ("data._target_=experiments.datamodules.DigitsDataMod", r"ConfigError: data\._target_='experiments\.datamodules\.DigitsDataMod' cannot be imported"),
     "loss-diverges": ("optimizer.lr=1e10 scheduler=none", r"TrainingError: the model's weights became non-finite"),
+    "augment-degrees-text": ("augment=digits data.device_augment.degrees=abc",
+                             r"ConfigError: data\.device_augment\.degrees='abc' is invalid: expected a number >= 0"),
+    "augment-probability-2": ("augment=natural data.device_augment.hflip=2",
+                              r"ConfigError: data\.device_augment\.hflip=2 is invalid: expected a probability"),
+    "augment-range-number": ("augment=digits data.device_augment.translate=0.1",
+                             r"ConfigError: data\.device_augment\.translate=0\.1 is invalid: expected null or \[low, high\]"
+                             r".*data\.device_augment\.translate=\[0\.1,0\.1\]"),
+    "augment-range-reversed": ("augment=digits data.device_augment.scale=[1.2,0.8]",
+                               r"ConfigError: data\.device_augment\.scale=\[1\.2, 0\.8\] is invalid"),
+    "augment-key-without-augment": ("+data.device_augment.degrees=10",
+                                    r"ConfigError: data\.device_augment=\{'degrees': 10\} sets keys of an augmentation "
+                                    r"that is not chosen: add augment=digits or augment=natural"),
+    "advise-with-checkpoint": ("mode=advise ckpt_path={files}/run/checkpoints/last.ckpt",
+                               r"ConfigError: mode=advise analyses weights.*model\.weights=.*last\.ckpt"),
+    "overwrite-not-bool": ("overwrite=yes", r"ConfigError: overwrite='yes' is invalid: expected true or false"),
 }
 
 
