@@ -75,6 +75,9 @@ CASES = {
                                     r"that is not chosen: add augment=digits or augment=natural"),
     "advise-with-checkpoint": ("mode=advise ckpt_path={files}/run/checkpoints/last.ckpt",
                                r"ConfigError: mode=advise analyses weights.*model\.weights=.*last\.ckpt"),
+    "augment-on-vectors": ("data=sparse data.path={files}/rows.svm model=sparse_mlp augment=digits",
+                           r"ConfigError: augment= \(data\.device_augment\) transforms image batches, but data=sparse "
+                           r"gives sparse feature vectors: drop augment="),
     "overwrite-not-bool": ("overwrite=yes", r"ConfigError: overwrite='yes' is invalid: expected true or false"),
 }
 

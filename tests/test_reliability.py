@@ -113,3 +113,19 @@ def test_a_failed_resume_or_rerun_keeps_the_finished_runs_record(tmp_path):
     assert (run / "results.json").read_bytes() == before
     assert "optimizer.lr" in read_results(resume_dir)["error"]
     assert "data.batch_size" in read_results(run / "failed")["error"]
+
+
+def test_adapt_with_a_classification_checkpoint_is_refused_with_model_weights_as_the_fix(tmp_path):
+    from experiments.from_checkpoint import config_for_checkpoint
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    OmegaConf.save(compose_cfg(run), run / ".hydra" / "config.yaml")  # a classification run's config
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(b"")
+    overrides = ["adapt=dann", "data=da_pair", f"ckpt_path={ckpt}"]
+    for mode in ("train", "test"):
+        cfg = compose_cfg(tmp_path / "new", *overrides, f"mode={mode}")
+        with pytest.raises(ConfigError, match=rf"adapt=dann with ckpt_path=.*classification run.*model\.weights={ckpt}"):
+            config_for_checkpoint(cfg, [*overrides, f"mode={mode}"])

@@ -65,6 +65,13 @@ def config_for_checkpoint(cfg: DictConfig, overrides: list[str]) -> tuple[DictCo
     effective = OmegaConf.load(saved_path)
     OmegaConf.set_struct(effective, False)
     keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)]
+    if "adapt" in keys and OmegaConf.select(effective, "adapt", default=None) is None and cfg.get("adapt"):
+        raise ConfigError(
+            f"adapt={OmegaConf.select(cfg, 'adapt.name', default='...')} with ckpt_path={ckpt}: that checkpoint is of "
+            f"a classification run ({saved_path} has no adapt=), and a checkpoint continues the run it came from. "
+            f"To adapt from its weights start a new run: drop ckpt_path= and give model.weights={ckpt} "
+            "(with data=da_pair or data=da_folders)"
+        )
     for key in dict.fromkeys([*_FROM_COMMAND, *keys]):
         if key.startswith("hydra.") or key == "hydra":
             continue
