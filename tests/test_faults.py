@@ -78,6 +78,12 @@ CASES = {
     "augment-on-vectors": ("data=sparse data.path={files}/rows.svm model=sparse_mlp augment=digits",
                            r"ConfigError: augment= \(data\.device_augment\) transforms image batches, but data=sparse "
                            r"gives sparse feature vectors: drop augment="),
+    "data-key-unknown": ("+data.foo=1", r"ConfigError: data\.foo is not an argument of .*DigitsDataModule \(it takes: .*batch_size"),
+    "model-key-unknown": ("+model.foo=1", r"ConfigError: model\.foo is not an argument of .*build_custom \(it takes: .*weights\)"),
+    "augment-key-unknown": ("augment=digits +data.device_augment.foo=1",
+                            r"ConfigError: data\.device_augment\.foo is not an argument of .*DeviceAugment \(it takes: hflip"),
+    "adapt-key-unknown": ("data=da_pair adapt=dann +adapt.foo=1", r"ConfigError: adapt\.foo is not an argument of .*DANN \(it takes: "),
+    "finetune-key-unknown": ("+finetune.foo=1", r"ConfigError: finetune\.foo is not an argument of .*Full \(it takes: "),
     "overwrite-not-bool": ("overwrite=yes", r"ConfigError: overwrite='yes' is invalid: expected true or false"),
 }
 

@@ -129,3 +129,14 @@ def test_adapt_with_a_classification_checkpoint_is_refused_with_model_weights_as
         cfg = compose_cfg(tmp_path / "new", *overrides, f"mode={mode}")
         with pytest.raises(ConfigError, match=rf"adapt=dann with ckpt_path=.*classification run.*model\.weights={ckpt}"):
             config_for_checkpoint(cfg, [*overrides, f"mode={mode}"])
+
+
+@pytest.mark.slow  # imports every family (timm, transformers): ~10 s
+def test_every_shipped_option_takes_each_of_its_keys(tmp_path):
+    """The added-key check (build.check_all_arguments) refuses no option the repository ships."""
+    from experiments.build import check_all_arguments
+    from experiments.compose import CONF
+
+    for group in ("data", "model", "finetune", "adapt", "augment", "optimizer", "scheduler"):
+        for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+            check_all_arguments(compose_cfg(tmp_path, f"{group}={option}", *(["data=da_pair"] if group == "adapt" else [])))

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from experiments.domains import DOMAINS
 from experiments.errors import ConfigError
-from experiments.values import is_integer, is_number
+from experiments.values import is_integer, is_number, unknown_argument
 
 #: every ``mode=``; experiments.tasks.TASKS holds one function for each (a test checks they agree)
 MODES = ("train", "test", "predict", "advise", "env", "models")
@@ -208,6 +208,9 @@ def _strategy_problems(cfg: DictConfig) -> list[str]:
 
     from experiments.errors import FinetuneError
 
+    unknown = unknown_argument("finetune", cfg.finetune)
+    if unknown:
+        return [unknown]
     try:
         instantiate(cfg.finetune).validate(cfg.trainer.max_epochs)
     except FinetuneError as err:
