@@ -228,7 +228,8 @@ def test_pretrain_preset_composes_for_both_backbones(tmp_path):
 def test_resnet18_pretrains_at_32x32_and_its_checkpoint_transfers(tmp_path):
     quick = ["trainer.max_epochs=1", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
              "+trainer.limit_test_batches=1", "callbacks.test_figures=null", "logger=none"]
-    pretrain = run_job(compose_cfg(tmp_path / "pre", "experiment=pretrain_digits", "model=resnet18", *quick))
+    pretrain = run_job(compose_cfg(tmp_path / "pre", "experiment=pretrain_digits", "model=resnet18", *quick,
+                                   f"publish={tmp_path / 'published'}"))
     assert pretrain["status"] == "ok" and pretrain["data"]["input_shape"] == [3, 8, 8]
     weights = tmp_path / "pre" / "checkpoints" / "last.ckpt"
     advice = run_job(compose_cfg(tmp_path / "advise", "model=resnet18", f"model.weights={weights}", "data=digits_m",

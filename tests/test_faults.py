@@ -60,7 +60,31 @@ CASES = {
     "vectors-into-image-model": ("data=sparse data.path={files}/rows.svm model=small_cnn", r"ModelError: model small_cnn cannot take data=sparse"),
     "adapt-on-one-domain": ("adapt=dann", r"ConfigError: adapt=dann needs a source and a target domain"),
     "target-module-typo": ("data._target_=experiments.datamodules.DigitsDataMod", r"ConfigError: data\._target_='experiments\.datamodules\.DigitsDataMod' cannot be imported"),
-    "loss-diverges": ("optimizer.lr=1e10 scheduler=none", r"TrainingError: train/loss became nan"),
+    "loss-diverges": ("optimizer.lr=1e10 scheduler=none", r"TrainingError: the model's weights became non-finite"),
+    "augment-degrees-text": ("augment=digits data.device_augment.degrees=abc",
+                             r"ConfigError: data\.device_augment\.degrees='abc' is invalid: expected a number >= 0"),
+    "augment-probability-2": ("augment=natural data.device_augment.hflip=2",
+                              r"ConfigError: data\.device_augment\.hflip=2 is invalid: expected a probability"),
+    "augment-range-number": ("augment=digits data.device_augment.translate=0.1",
+                             r"ConfigError: data\.device_augment\.translate=0\.1 is invalid: expected null or \[low, high\]"
+                             r".*data\.device_augment\.translate=\[0\.1,0\.1\]"),
+    "augment-range-reversed": ("augment=digits data.device_augment.scale=[1.2,0.8]",
+                               r"ConfigError: data\.device_augment\.scale=\[1\.2, 0\.8\] is invalid"),
+    "augment-key-without-augment": ("+data.device_augment.degrees=10",
+                                    r"ConfigError: data\.device_augment=\{'degrees': 10\} sets keys of an augmentation "
+                                    r"that is not chosen: add augment=digits or augment=natural"),
+    "advise-with-checkpoint": ("mode=advise ckpt_path={files}/run/checkpoints/last.ckpt",
+                               r"ConfigError: mode=advise analyses weights.*model\.weights=.*last\.ckpt"),
+    "augment-on-vectors": ("data=sparse data.path={files}/rows.svm model=sparse_mlp augment=digits",
+                           r"ConfigError: augment= \(data\.device_augment\) transforms image batches, but data=sparse "
+                           r"gives sparse feature vectors: drop augment="),
+    "data-key-unknown": ("+data.foo=1", r"ConfigError: data\.foo is not an argument of .*DigitsDataModule \(it takes: .*batch_size"),
+    "model-key-unknown": ("+model.foo=1", r"ConfigError: model\.foo is not an argument of .*build_custom \(it takes: .*weights\)"),
+    "augment-key-unknown": ("augment=digits +data.device_augment.foo=1",
+                            r"ConfigError: data\.device_augment\.foo is not an argument of .*DeviceAugment \(it takes: hflip"),
+    "adapt-key-unknown": ("data=da_pair adapt=dann +adapt.foo=1", r"ConfigError: adapt\.foo is not an argument of .*DANN \(it takes: "),
+    "finetune-key-unknown": ("+finetune.foo=1", r"ConfigError: finetune\.foo is not an argument of .*Full \(it takes: "),
+    "overwrite-not-bool": ("overwrite=yes", r"ConfigError: overwrite='yes' is invalid: expected true or false"),
 }
 
 

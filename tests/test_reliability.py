@@ -32,6 +32,12 @@ def test_bad_values_are_refused_before_anything_loads(tmp_path, override, messag
         validate(compose_cfg(tmp_path, *override.split()))
 
 
+def test_text_labels_may_be_named_in_data_classes(tmp_path):
+    validate(compose_cfg(tmp_path, "data=text", "data.path=reviews.csv", "data.classes=[neg,pos]"))
+    with pytest.raises(ConfigError, match=r"data\.classes=\['neg', 'neg'\] is invalid"):
+        validate(compose_cfg(tmp_path, "data=text", "data.path=reviews.csv", "data.classes=[neg,neg]"))
+
+
 def test_ddp_spawn_is_refused_with_the_alternative(tmp_path):
     with pytest.raises(ConfigError, match=r"ddp_spawn is not supported.*trainer=ddp"):
         check_launch(compose_cfg(tmp_path, "trainer.strategy=ddp_spawn"), multirun=False)
@@ -53,7 +59,9 @@ def test_diverging_loss_fails_the_run_with_the_fix(tmp_path):
         run_job(cfg)
     record = read_results(tmp_path)
     assert record["status"] == "failed" and record["error"].startswith("TrainingError")
-    assert "became nan" in record["error"] and "lower optimizer.lr (now 1e+10)" in record["error"]
+    assert "weights became non-finite" in record["error"] and "lower optimizer.lr (now 1e+10)" in record["error"]
+    # no checkpoint of non-finite weights was written (the first epoch diverged: none at all)
+    assert not list(tmp_path.glob("checkpoints/*.ckpt"))
 
 
 def test_own_error_inside_hydra_instantiation_is_reported_as_itself(tmp_path, caplog):
@@ -105,3 +113,30 @@ def test_a_failed_resume_or_rerun_keeps_the_finished_runs_record(tmp_path):
     assert (run / "results.json").read_bytes() == before
     assert "optimizer.lr" in read_results(resume_dir)["error"]
     assert "data.batch_size" in read_results(run / "failed")["error"]
+
+
+def test_adapt_with_a_classification_checkpoint_is_refused_with_model_weights_as_the_fix(tmp_path):
+    from experiments.from_checkpoint import config_for_checkpoint
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    OmegaConf.save(compose_cfg(run), run / ".hydra" / "config.yaml")  # a classification run's config
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(b"")
+    overrides = ["adapt=dann", "data=da_pair", f"ckpt_path={ckpt}"]
+    for mode in ("train", "test"):
+        cfg = compose_cfg(tmp_path / "new", *overrides, f"mode={mode}")
+        with pytest.raises(ConfigError, match=rf"adapt=dann with ckpt_path=.*classification run.*model\.weights={ckpt}"):
+            config_for_checkpoint(cfg, [*overrides, f"mode={mode}"])
+
+
+@pytest.mark.slow  # imports every family (timm, transformers): ~10 s
+def test_every_shipped_option_takes_each_of_its_keys(tmp_path):
+    """The added-key check (build.check_all_arguments) refuses no option the repository ships."""
+    from experiments.build import check_all_arguments
+    from experiments.compose import CONF
+
+    for group in ("data", "model", "finetune", "adapt", "augment", "optimizer", "scheduler"):
+        for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+            check_all_arguments(compose_cfg(tmp_path, f"{group}={option}", *(["data=da_pair"] if group == "adapt" else [])))

@@ -24,7 +24,7 @@ from experiments.finetune.groups import count_parameters
 from experiments.finetune.strategies import Auto, FinetuneStrategy
 from experiments.models.core import TransferModel, create_model
 from experiments.reporting.hparams import hparams_of, log_text
-from experiments.values import accepted_kwargs
+from experiments.values import accepted_kwargs, unknown_argument
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ def build_components(cfg: DictConfig, strategy: FinetuneStrategy | None = None) 
     ``finetune=auto`` measures the run here and is replaced by the strategy it chooses before the
     module is built (:func:`build_chosen`).
     """
+    check_all_arguments(cfg)
     L.seed_everything(cfg.seed, workers=True)
     strategy = strategy or instantiate(cfg.finetune)
     datamodule: ClassificationDataModule = instantiate(cfg.data)
@@ -167,9 +168,6 @@ def assemble(cfg: DictConfig, strategy: FinetuneStrategy, datamodule: Classifica
             f"data={datamodule.name} has {datamodule.num_classes} class(es) ({datamodule.class_names()}): "
             "classification needs at least 2; check data.classes or the class folders under data.root"
         )
-    for key in ("optimizer", "scheduler"):
-        if cfg.get(key):
-            check_arguments(key, cfg[key])
     module = instantiate(cfg.module)(
         model=model,
         num_classes=datamodule.num_classes,
@@ -184,20 +182,20 @@ def assemble(cfg: DictConfig, strategy: FinetuneStrategy, datamodule: Classifica
     return Components(strategy, datamodule, model, module)
 
 
-def check_arguments(key: str, node: DictConfig) -> None:
-    """ConfigError when ``node`` (a ``_target_`` config) sets a keyword its target does not take,
-    e.g. ``+optimizer.momentum`` on AdamW: said before training instead of a TypeError after."""
-    target = get_object(str(node._target_))
-    params = inspect.signature(target).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    for name in node:
-        if not str(name).startswith("_") and name not in params:
-            takes = ", ".join(p for p in params if p not in ("params", "optimizer", "self"))
-            raise ConfigError(
-                f"{key}.{name} is not an argument of {node._target_} (it takes: {takes}); remove it "
-                f"(~{key}.{name}) or choose another {key} that has it" + (" (optimizer=sgd)" if name == "momentum" else "")
-            )
+#: options whose keys become keyword arguments of their ``_target_``: an added key (``+data.foo=1``)
+#: is named with the keys the option takes before anything is built (``model.weights`` is read by
+#: create_model, not by the family builder)
+ARGUMENT_OPTIONS = {"data": (), "data.device_augment": (), "data.source": (), "data.target": (),
+                    "model": ("weights",), "finetune": (), "adapt": (), "optimizer": (), "scheduler": ()}
+
+
+def check_all_arguments(cfg: DictConfig) -> None:
+    """ConfigError for the first option of :data:`ARGUMENT_OPTIONS` that sets a keyword its
+    ``_target_`` does not take (``+optimizer.momentum`` on AdamW), before anything is built."""
+    for key, also in ARGUMENT_OPTIONS.items():
+        node = OmegaConf.select(cfg, key, default=None)
+        if isinstance(node, DictConfig) and node.get("_target_") and (problem := unknown_argument(key, node, also)):
+            raise ConfigError(problem)
 
 
 def check_objective(objective: str, logged: set[str]) -> None:

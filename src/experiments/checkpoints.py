@@ -7,7 +7,9 @@ file is and what to do: pickled code, a truncated or corrupt file, text, a ``.sa
 (:func:`check_matches`, called before the Trainer exists, so nothing is written into the run dir).
 
 :class:`AtomicCheckpointIO` is the Trainer's checkpoint writer: temporary file in the same folder,
-fsync, rename. A full disk or a kill mid-write leaves the previous good file and says where.
+fsync, rename. A full disk or a kill mid-write leaves the previous good file and says where; a
+model whose weights became NaN or infinite is never written (:func:`non_finite_tensors`), so
+``last.ckpt`` and the best always hold the last finite epoch.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning_utilities.core.apply_func import apply_to_collection
 
-from experiments.errors import CheckpointError
+from experiments.errors import CheckpointError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,33 @@ def checkpoint_progress(path: str | os.PathLike) -> dict[str, int] | None:
     return {"epoch": int(finished), "step": int(state["global_step"])}
 
 
+def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` that hold a NaN or an infinity (one
+    device sync for all of them)."""
+    floats = [(k, v) for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    if not floats:
+        return []
+    finite = torch.stack([v.isfinite().all() for _, v in floats]).cpu()
+    return [k for (k, _), ok in zip(floats, finite.tolist()) if not ok]
+
+
+def refuse_non_finite(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    """TrainingError instead of writing a checkpoint whose weights are not finite: the file at
+    ``path`` keeps the last finite epoch (what a resume, a transfer or a published link needs)."""
+    bad = non_finite_tensors(checkpoint.get("state_dict", {}))
+    if not bad:
+        return
+    groups = [g for opt in checkpoint.get("optimizer_states", []) for g in opt.get("param_groups", [])]
+    lrs = [lr for g in groups if (lr := g.get("initial_lr", g.get("lr"))) is not None]
+    now = f" (now {max(lrs):g})" if lrs else ""  # the largest group's: optimizer.lr (a backbone's is a fraction)
+    raise TrainingError(
+        f"the model's weights became non-finite (NaN or infinite: {len(bad)} tensors, e.g. {bad[:2]}) in epoch "
+        f"{checkpoint.get('epoch', '?')} (by step {checkpoint.get('global_step', '?')}); lower optimizer.lr{now} or "
+        f"set trainer.gradient_clip_val=1.0. That epoch was not saved: {path} keeps the last finite "
+        "epoch, if one finished"
+    )
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file beside the target, fsyncs and renames it, and
     never serialises the same training state twice.
@@ -120,7 +149,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     truncated ``last.ckpt`` where the previous good one was; here the rename is the commit point.
     The best checkpoint and ``last.ckpt`` of one epoch hold the same state (same epoch and step):
     the second becomes a hard link to the first (a copy where links are not supported), which a
-    later atomic rename of either name leaves intact.
+    later atomic rename of either name leaves intact. Non-finite weights are refused
+    (:func:`refuse_non_finite`) before anything is written.
     """
 
     def __init__(self) -> None:
@@ -128,7 +158,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._last_written: tuple[tuple[int, int], Path] | None = None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
-        path = Path(path)
+        refuse_non_finite(checkpoint, path)
+        self._write(checkpoint, Path(path))
+
+    def _write(self, checkpoint: dict[str, Any], path: Path) -> None:
         state = (int(checkpoint.get("epoch", -1)), int(checkpoint.get("global_step", -1)))
         previous = self._last_written
         if previous is not None and previous[0] == state and previous[1] != path and previous[1].is_file():
@@ -211,8 +244,9 @@ class BackgroundCheckpointIO(AtomicCheckpointIO):
         state = (int(checkpoint.get("epoch", -1)), int(checkpoint.get("global_step", -1)))
         if state != self._submitted_state:  # a repeat is linked by the worker: no copy needed
             checkpoint = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().clone())
+            refuse_non_finite(checkpoint, path)  # on the training thread: the run stops at this epoch
         self._submitted_state = state
-        self._submit(super().save_checkpoint, checkpoint, path)
+        self._submit(self._write, checkpoint, Path(path))
 
     def remove_checkpoint(self, path: str | os.PathLike) -> None:
         self._submit(super().remove_checkpoint, path)

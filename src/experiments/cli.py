@@ -22,7 +22,8 @@ from experiments.config import objective_mode, validate
 from experiments.errors import ConfigError, ExperimentError
 from experiments.interrupt import interrupted_record, signals_interrupt
 from experiments.from_checkpoint import config_for_checkpoint, uses_checkpoint
-from experiments.results import RESULTS_FILE, read_results, write_results
+from experiments.results import write_results
+from experiments.rundirs import publish, record_dir
 
 log = logging.getLogger("experiments")
 
@@ -84,6 +85,9 @@ def run_task(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: list[str
             outcome = TASKS[cfg.mode](cfg, overrides)
             if outcome is None:  # env, models: nothing to record
                 return None
+            if cfg.mode == "train" and cfg.get("publish"):  # a fixed path moves to this run only now
+                last = _checkpoint_dir(cfg, run_dir) / "last.ckpt"
+                outcome["published"] = str(publish(run_dir, last, Path(str(cfg.publish))))
             record.update(outcome, status="ok")
         except Exception as raised:  # recorded, reported once, then a non-zero exit (or the next job)
             err = own_error(raised)
@@ -123,23 +127,6 @@ def _checkpoint_dir(cfg: DictConfig, run_dir: Path) -> Path:
     """Where ``last.ckpt`` is written (the ``last_checkpoint`` callback's folder)."""
     configured = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath", default=None)
     return Path(configured) if configured else run_dir / "checkpoints"
-
-
-def record_dir(run_dir: Path, hydra_dir: Path, failed: bool) -> Path:
-    """Where this job's results.json goes: its run dir, except that a failed command never
-    rewrites a finished run's record (a resume or a rerun into that dir that failed): its record
-    then goes to the command's own Hydra dir, or beside the finished one as ``failed/``."""
-    if not failed or not (run_dir / RESULTS_FILE).is_file():
-        return run_dir
-    try:
-        finished = read_results(run_dir).get("status") == "ok"
-    except ValueError:  # an unreadable record is no finished run's
-        finished = False
-    if not finished:
-        return run_dir
-    target = hydra_dir if hydra_dir.resolve() != run_dir.resolve() else run_dir / "failed"
-    log.error("%s holds a finished run: its record is kept; this failure is recorded in %s", run_dir, target)
-    return target
 
 
 def own_error(err: BaseException) -> BaseException:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from experiments.domains import DOMAINS
 from experiments.errors import ConfigError
-from experiments.values import is_integer, is_number
+from experiments.values import is_integer, is_number, unknown_argument
 
 #: every ``mode=``; experiments.tasks.TASKS holds one function for each (a test checks they agree)
 MODES = ("train", "test", "predict", "advise", "env", "models")
@@ -48,9 +48,19 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-def _distinct_indices(value: Any) -> bool:
+def _distinct_classes(value: Any) -> bool:
+    """A non-empty list of distinct class indices >= 0 (digits, image sets) or of distinct class
+    names (text labels: ``data.classes=[neg,pos]``)."""
     items = list(value) if isinstance(value, (list, tuple, ListConfig)) else None
-    return bool(items) and len(set(items)) == len(items) and all(isinstance(i, int) and i >= 0 for i in items)
+    if not items or len(set(items)) != len(items):
+        return False
+    return all(_int(i) and i >= 0 for i in items) or all(isinstance(i, str) and i.strip() for i in items)
+
+
+def _range_pair(low: float, high: float) -> Callable[[Any], bool]:
+    """``[a, b]`` with ``low <= a <= b <= high`` (null allowed: the augmentation is off)."""
+    return lambda v: v is None or (isinstance(v, ListConfig) and len(v) == 2 and all(_num(x) for x in v)
+                                   and low <= v[0] <= v[1] <= high)
 
 
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "64", "transformer-engine")
@@ -67,6 +77,8 @@ _RULES: list[_Rule] = [
     ("data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("data.batched", lambda v: isinstance(v, bool), "true or false"),
     ("checkpoint.background", lambda v: isinstance(v, bool), "true or false"),
+    ("overwrite", lambda v: isinstance(v, bool), "true or false"),
+    ("publish", lambda v: v is None or (isinstance(v, str) and v.strip() != ""), "null or a path"),
     ("callbacks.last_checkpoint.every_n_epochs", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("data.eval_batch_size", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
     ("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
@@ -78,7 +90,8 @@ _RULES: list[_Rule] = [
     ("data.val_samples_per_class", lambda v: v is None or v == "all" or (_int(v) and v >= 1),
      "null (as many as data.samples_per_class), an integer >= 1 or all"),
     ("data.partition", lambda v: v in PARTITIONS, f"one of {', '.join(PARTITIONS)}"),
-    ("data.classes", lambda v: v is None or _distinct_indices(v), "null or a non-empty list of distinct class indices >= 0"),
+    ("data.classes", lambda v: v is None or _distinct_classes(v),
+     "null or a non-empty list of distinct class indices >= 0 or of distinct class names"),
     *((f"data.{key}", lambda v: _int(v) and v >= 1, "an integer >= 1")
       for key in ("patches_per_digit", "eval_patches_per_digit")),
     *((f"data.{flag}", lambda v: isinstance(v, bool), "true or false")
@@ -109,6 +122,16 @@ _RULES: list[_Rule] = [
       for key in ("ema_decay", "confidence_threshold", "dropout")),
     *((f"adapt.{key}", lambda v: _num(v) and 0 <= v <= 1, "a number in [0, 1]") for key in ("rampup", "tau")),
     ("adapt.temperature", lambda v: _num(v) and v > 0, "a number > 0"),
+    # augment= (data.device_augment): probabilities, magnitudes and [low, high] ranges
+    *((f"data.device_augment.{key}", lambda v: _num(v) and 0 <= v <= 1, "a probability in [0, 1]")
+      for key in ("hflip", "vflip", "grayscale", "invert", "erasing")),
+    *((f"data.device_augment.{key}", lambda v: _num(v) and v >= 0, "a number >= 0")
+      for key in ("degrees", "shear", "brightness", "contrast", "saturation", "noise")),
+    *((f"data.device_augment.{key}", _range_pair(low, high), f"null or [low, high] with {low} <= low <= high <= {high}"
+       f" (e.g. data.device_augment.{key}=[{example}])")
+      for key, low, high, example in (("translate", 0, 1, "0.1,0.1"), ("scale", 0.001, 1000, "0.9,1.1"),
+                                      ("tint", 0, 1000, "0.9,1.1"), ("erasing_scale", 0, 1, "0.02,0.33"),
+                                      ("erasing_ratio", 0.001, 1000, "0.3,3.3"))),
     *((f"adapt.{key}", lambda v: _int(v) and v >= 1, "an integer >= 1") for key in ("hidden", "layers")),
 ]
 
@@ -151,6 +174,7 @@ def validate(cfg: DictConfig) -> None:
             present, value = _select(cfg, key)
             if present and not ok(value):
                 problems.append(f"{key}={value!r} is invalid: expected {allowed}")
+    problems += _combination_problems(cfg)
     val, test = (OmegaConf.select(cfg, f"data.{k}_fraction", default=None) for k in ("val", "test"))
     if not problems and _num(val) and _num(test) and val + test >= 1:
         problems.append(f"data.val_fraction={val} + data.test_fraction={test} leave no training data: "
@@ -161,12 +185,33 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
+def _combination_problems(cfg: DictConfig) -> list[str]:
+    """Options that are each valid but do not go together, said with the fix."""
+    problems = []
+    augment = OmegaConf.select(cfg, "data.device_augment", default=None)
+    if isinstance(augment, DictConfig) and "_target_" not in augment:
+        problems.append(
+            f"data.device_augment={OmegaConf.to_container(augment)} sets keys of an augmentation that is not "
+            "chosen: add augment=digits or augment=natural (conf/augment/), whose keys these then change "
+            f"(e.g. augment=digits data.device_augment.{next(iter(augment), 'degrees')}=...)"
+        )
+    if cfg.get("mode") == "advise" and cfg.get("ckpt_path"):
+        problems.append(
+            f"mode=advise analyses weights, not a training checkpoint: ckpt_path={cfg.ckpt_path} would be "
+            f"ignored; give it as model.weights={cfg.ckpt_path} (and drop ckpt_path=)"
+        )
+    return problems
+
+
 def _strategy_problems(cfg: DictConfig) -> list[str]:
     """The fine-tuning strategy checks its own keys (strategies import no torch, so this is cheap)."""
     from hydra.utils import instantiate
 
     from experiments.errors import FinetuneError
 
+    unknown = unknown_argument("finetune", cfg.finetune)
+    if unknown:
+        return [unknown]
     # with a step budget the epochs are known once the data is: epoch-dependent checks wait for it
     max_epochs = cfg.trainer.max_epochs if cfg.get("train_steps") is None else 10**6
     try:

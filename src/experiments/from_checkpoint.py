@@ -15,6 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import ConfigError
+from experiments.rundirs import is_finished
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ def config_for_checkpoint(cfg: DictConfig, overrides: list[str]) -> tuple[DictCo
 
     The checkpoint's saved config, then every key (or whole group) this command line overrides,
     copied from the composed ``cfg``; ``mode``, ``ckpt_path`` and ``paths`` always come from ``cfg``.
-    Resuming (``mode=train``) continues in the checkpoint's run dir: its checkpoints, TensorBoard
-    run and results.json.
+    Resuming (``mode=train``) an unfinished run (interrupted, failed) continues in the
+    checkpoint's run dir: its checkpoints, TensorBoard run and results.json. A finished run is
+    never rewritten (:mod:`experiments.rundirs`): training on from its checkpoint (more epochs)
+    happens in this command's own run dir.
     """
     ckpt = checkpoint_file(cfg)
     saved_path = saved_config_path(ckpt)
@@ -62,6 +65,13 @@ def config_for_checkpoint(cfg: DictConfig, overrides: list[str]) -> tuple[DictCo
     effective = OmegaConf.load(saved_path)
     OmegaConf.set_struct(effective, False)
     keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)]
+    if "adapt" in keys and OmegaConf.select(effective, "adapt", default=None) is None and cfg.get("adapt"):
+        raise ConfigError(
+            f"adapt={OmegaConf.select(cfg, 'adapt.name', default='...')} with ckpt_path={ckpt}: that checkpoint is of "
+            f"a classification run ({saved_path} has no adapt=), and a checkpoint continues the run it came from. "
+            f"To adapt from its weights start a new run: drop ckpt_path= and give model.weights={ckpt} "
+            "(with data=da_pair or data=da_folders)"
+        )
     for key in dict.fromkeys([*_FROM_COMMAND, *keys]):
         if key.startswith("hydra.") or key == "hydra":
             continue
@@ -71,8 +81,11 @@ def config_for_checkpoint(cfg: DictConfig, overrides: list[str]) -> tuple[DictCo
             _delete(effective, key)
         else:
             OmegaConf.update(effective, key, value, merge=False, force_add=True)
-    if cfg.mode == "train":
-        effective.paths.run_dir = str(ckpt.resolve().parent.parent)
+    source_run = ckpt.resolve().parent.parent
+    if cfg.mode == "train" and is_finished(source_run):
+        log.info("%s is a finished run's: it is only read, and training goes on in this run's dir", ckpt)
+    elif cfg.mode == "train":
+        effective.paths.run_dir = str(source_run)
         log.info("resuming %s in its run dir %s", ckpt, effective.paths.run_dir)
     else:
         log.info("config of %s: %s, with this command's overrides", ckpt, saved_path)

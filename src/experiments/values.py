@@ -1,6 +1,6 @@
-"""The two questions every validation asks, answered once: is a config value a number, an
-integer (YAML's ``true`` is neither), and which keyword arguments a callable takes. No heavy
-imports: the config layer uses it before torch is loaded."""
+"""The questions every validation asks, answered once: is a config value a number, an integer
+(YAML's ``true`` is neither), and which keyword arguments a callable takes. No heavy imports: the
+config layer uses it before torch is loaded."""
 
 from __future__ import annotations
 
@@ -28,3 +28,40 @@ def accepted_kwargs(fn: Callable[..., Any], through_kwargs: bool = True, **offer
     if through_kwargs and any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return offered
     return {k: v for k, v in offered.items() if k in params}
+
+
+def accepted_arguments(target: Any) -> list[str] | None:
+    """The keyword arguments ``target`` (a class or function) takes; None when it takes any. A
+    class whose ``__init__`` passes ``**kwargs`` on is read through its bases' ``__init__``."""
+    names: list[str] = []
+    for owner in target.__mro__ if isinstance(target, type) else (target,):
+        init = owner.__dict__.get("__init__") if isinstance(target, type) else owner
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        names += [name for name, p in params.items() if name not in ("self", "params")
+                  and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return list(dict.fromkeys(names))
+    return None
+
+
+def unknown_argument(key: str, node: Any, also: tuple[str, ...] = ()) -> str | None:
+    """The message for the first key of ``node`` (a ``_target_`` config at ``key``) that its target
+    does not take (``+optimizer.momentum`` on AdamW), naming the keys it does take; None if none."""
+    from hydra.utils import get_object
+
+    try:
+        target = get_object(str(node["_target_"]))
+    except Exception:  # a target that cannot be imported: instantiating it says so, with its key
+        return None
+    takes = accepted_arguments(target)
+    if takes is None:
+        return None
+    group = "augment" if key.endswith("device_augment") else key.split(".")[0]
+    for name in node:
+        if not str(name).startswith("_") and name not in takes and name not in also:
+            return (f"{key}.{name} is not an argument of {node['_target_']} (it takes: {', '.join([*takes, *also])}); "
+                    f"remove it (~{key}.{name}) or choose another {group} that has it"
+                    + (" (optimizer=sgd)" if name == "momentum" else ""))
+    return None

@@ -87,6 +87,8 @@ class ClassificationDataModule(L.LightningDataModule):
     default_std: tuple[float, ...] | None = None
     #: False for data without labels (items carry ``contract.UNLABELLED``): a domain-adaptation target
     has_labels: bool = True
+    #: what one item is, when it is no image: device augmentation (``augment=``) is refused then
+    non_image_items: str | None = None
 
     def __init__(
         self,
@@ -115,6 +117,11 @@ class ClassificationDataModule(L.LightningDataModule):
                               "many as data.samples_per_class), an integer >= 1, or 'all' (the whole split)")
         self.val_samples_per_class = val_samples_per_class
         self.batched = batched
+        if device_augment is not None and self.non_image_items:
+            raise ConfigError(
+                f"augment= (data.device_augment) transforms image batches, but data={name or type(self).__name__} "
+                f"gives {self.non_image_items}: drop augment= (or data.device_augment=null)"
+            )
         self.device_augment = device_augment
         self._augment_generators: dict[tuple[int, int], torch.Generator] = {}
         self._train_normalisation: tuple[list[float] | None, list[float] | None] | None = None

@@ -210,6 +210,8 @@ class SparseDataModule(ClassificationDataModule):
     ``class_names`` gives the original values.
     """
 
+    non_image_items = "sparse feature vectors"
+
     def __init__(
         self,
         path: str,

@@ -90,6 +90,8 @@ class TextDataModule(ClassificationDataModule):
         kwargs: the loader and split options of :class:`ClassificationDataModule`.
     """
 
+    non_image_items = "texts (token ids or TF-IDF rows)"
+
     def __init__(
         self,
         path: str,

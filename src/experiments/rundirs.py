@@ -1,0 +1,135 @@
+"""Which folders a command may write: a finished run is never rewritten.
+
+The rule, decided here once and applied to every mode and every way a command can end:
+
+- a command never runs in a folder that holds a finished run (its results.json says ``ok``):
+  :class:`KeepFinishedRuns` refuses it before Hydra writes anything there (``.hydra/`` included),
+  unless ``overwrite=true`` says to replace that run;
+- resuming a finished run (``ckpt_path=`` of it, ``mode=train``) trains in this command's own
+  run dir: the finished run's checkpoint is only read (``from_checkpoint.config_for_checkpoint``);
+- a failed command never replaces a finished or interrupted record (the interrupted one holds its
+  resume command): :func:`record_dir` sends its record to its own Hydra dir, or to ``failed/``;
+- no checkpoint with non-finite weights is written (``checkpoints.AtomicCheckpointIO``), so
+  ``last.ckpt`` and the best always hold the last finite epoch;
+- a fixed path (``publish=PATH``, as ``experiment=pretrain_digits`` sets) is a link that moves to a
+  run, atomically, only once that run finished with finite weights (:func:`publish`).
+
+Hydra loads this module at start-up (the callback): only the standard library, omegaconf and the
+light parts of the framework load here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.errors import ConfigError, TrainingError
+from experiments.results import RESULTS_FILE, read_results
+
+log = logging.getLogger(__name__)
+
+#: records a failed command must not replace: a finished run's, and an interrupted one's resume command
+KEPT_STATUSES = ("ok", "interrupted")
+
+
+def record_status(run_dir: Path) -> str | None:
+    """The ``status`` of ``run_dir``'s results.json; None when there is none or it is unreadable."""
+    if not (Path(run_dir) / RESULTS_FILE).is_file():
+        return None
+    try:
+        return read_results(run_dir).get("status")
+    except (ValueError, OSError, AttributeError):  # an unreadable record is no finished run's
+        return None
+
+
+def is_finished(run_dir: Path) -> bool:
+    return record_status(run_dir) == "ok"
+
+
+def refuse_finished(run_dir: Path, overwrite: bool, key: str = "hydra.run.dir") -> None:
+    """ConfigError when ``run_dir`` holds a finished run and ``overwrite`` was not asked for."""
+    if overwrite or not is_finished(run_dir):
+        return
+    raise ConfigError(
+        f"{key}={run_dir} holds a finished run (its results.json says ok), and a command never "
+        f"rewrites one: leave {key} out (every run gets a new dir), choose another dir, resume it with "
+        f"ckpt_path={Path(run_dir) / 'checkpoints' / 'last.ckpt'} (that trains in a new dir), or add "
+        "overwrite=true to replace it"
+    )
+
+
+def record_dir(run_dir: Path, hydra_dir: Path, failed: bool) -> Path:
+    """Where a job's results.json goes: its run dir, except that a failed command never replaces
+    a finished or interrupted record there (a resume or a rerun that failed): its record then goes
+    to the command's own Hydra dir, or beside the kept one as ``failed/``."""
+    status = record_status(run_dir)
+    if not failed or status not in KEPT_STATUSES:
+        return run_dir
+    target = hydra_dir if hydra_dir.resolve() != run_dir.resolve() else run_dir / "failed"
+    log.error("%s holds a%s run: its record is kept; this failure is recorded in %s",
+              run_dir, " finished" if status == "ok" else "n interrupted", target)
+    return target
+
+
+class KeepFinishedRuns(Callback):
+    """Refuses a run or sweep whose folder holds a finished run, before Hydra writes into it.
+
+    Prints one paragraph and exits 1: there is no folder of its own to record the refusal in.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check([Path(str(OmegaConf.select(config, "hydra.run.dir")))], config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        jobs = sorted(p.parent for p in sweep.glob(f"*/{RESULTS_FILE}")) if sweep.is_dir() else []
+        self._check(jobs, config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(dirs: list[Path], config: DictConfig, key: str) -> None:
+        overwrite = OmegaConf.select(config, "overwrite", default=False)
+        try:
+            if overwrite not in (True, False):
+                raise ConfigError(f"overwrite={overwrite!r} is invalid: expected true or false")
+            for run_dir in dirs:
+                refuse_finished(run_dir, overwrite, key)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
+
+
+def publish(run_dir: Path, checkpoint: Path, target: Path) -> Path:
+    """Point the fixed path ``target`` at ``run_dir`` (a relative symbolic link, swapped atomically),
+    after checking that ``checkpoint`` (the run's ``last.ckpt``) holds finite weights.
+
+    A folder already at ``target`` (a run written there directly) is moved aside, not deleted.
+    TrainingError when the weights are not finite: the link then stays where it was.
+    """
+    from experiments.checkpoints import non_finite_tensors, read_checkpoint
+
+    if not checkpoint.is_file():
+        raise TrainingError(f"publish={target}: the run left no {checkpoint} to publish; the link is unchanged")
+    bad = non_finite_tensors(read_checkpoint(checkpoint)["state_dict"])
+    if bad:
+        raise TrainingError(
+            f"publish={target}: {checkpoint} holds non-finite weights ({len(bad)} tensors, e.g. {bad[:2]}); "
+            "the link is unchanged. Lower optimizer.lr or set trainer.gradient_clip_val=1.0"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir() and not target.is_symlink():
+        aside = target.with_name(f"{target.name}.before-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+        os.rename(target, aside)
+        log.warning("publish: the folder %s was moved aside to %s", target, aside)
+    link = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    link.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(run_dir.resolve(), target.parent.resolve()), link)
+    os.replace(link, target)
+    log.info("published %s -> %s", target, run_dir)
+    return target
