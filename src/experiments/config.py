@@ -43,6 +43,15 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("objective_mode", objective_mode)
     if not OmegaConf.has_resolver("bounded_name"):
         OmegaConf.register_new_resolver("bounded_name", bounded_name)
+    if not OmegaConf.has_resolver("swept_name"):
+        OmegaConf.register_new_resolver("swept_name", _swept_name)
+
+
+def _swept_name(job_overrides: Any, fallback: str) -> str:
+    """Resolver ``${swept_name:${hydra.overrides.task},FALLBACK}``: a sweep job's name by its swept values."""
+    from experiments.sweep_names import swept_name
+
+    return swept_name(list(job_overrides), str(fallback))
 
 
 register_resolvers()
