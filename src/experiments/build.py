@@ -23,7 +23,8 @@ from experiments.finetune.advice import Advice
 from experiments.finetune.groups import count_parameters
 from experiments.finetune.strategies import Auto, FinetuneStrategy
 from experiments.models.core import TransferModel, create_model
-from experiments.reporting.hparams import hparams_of, log_text
+from experiments.reporting.hparams import hparams_of
+from experiments.reporting.sinks import log_text
 from experiments.values import accepted_kwargs
 
 log = logging.getLogger(__name__)

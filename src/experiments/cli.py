@@ -22,7 +22,7 @@ from experiments.config import objective_mode, validate
 from experiments.errors import ConfigError, ExperimentError
 from experiments.interrupt import interrupted_record, signals_interrupt
 from experiments.from_checkpoint import config_for_checkpoint, uses_checkpoint
-from experiments.results import RESULTS_FILE, read_results, write_results
+from experiments.results import RESULTS_FILE, notify_record_written, read_results, write_results
 
 log = logging.getLogger("experiments")
 
@@ -99,7 +99,8 @@ def run_task(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: list[str
         if received:  # SIGTERM / SIGINT: the record says where the run stopped and how to resume
             record.update(interrupted_record(received[0], run_dir, _checkpoint_dir(cfg, run_dir)))
         if _is_global_zero():  # a DDP run's other processes run this too: one record, one log line
-            write_results(record_dir(run_dir, hydra_dir, failed=failure is not None), record)
+            written = write_results(record_dir(run_dir, hydra_dir, failed=failure is not None), record)
+            notify_record_written(record, written)  # a tracker's run (MLflow) gets it and the outcome
     if received:
         log.error("%s", record["error"])
         sys.exit(128 + received[0])

@@ -17,6 +17,8 @@ from experiments.values import is_integer, is_number
 
 #: every ``mode=``; experiments.tasks.TASKS holds one function for each (a test checks they agree)
 MODES = ("train", "test", "predict", "advise", "env", "models")
+#: mode=export's formats (experiments.export)
+EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
 #: the halves of an embedded data set for domain-shift experiments (data.partition)
 PARTITIONS = ("all", "source", "target")
 
@@ -117,6 +119,13 @@ _RULES: list[_Rule] = [
       for key in ("ema_decay", "confidence_threshold", "dropout")),
     *((f"adapt.{key}", lambda v: _num(v) and 0 <= v <= 1, "a number in [0, 1]") for key in ("rampup", "tau")),
     ("adapt.temperature", lambda v: _num(v) and v > 0, "a number > 0"),
+    ("predict.inputs", lambda v: v is None or (isinstance(v, str) and v.strip() != ""), "null (the test split) or a path or glob"),
+    ("predict.top_k", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("predict.grid", lambda v: _int(v) and v >= 0, "an integer >= 0 (images in the picture grid; 0: none)"),
+    ("export.format", lambda v: v in EXPORT_FORMATS, f"one of {', '.join(EXPORT_FORMATS)}"),
+    ("export.tolerance", lambda v: _num(v) and v > 0, "a number > 0 (the largest logit difference allowed)"),
+    ("export.check_batches", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("export.opset", lambda v: _int(v) and v >= 7, "an integer >= 7"),
     *((f"adapt.{key}", lambda v: _int(v) and v >= 1, "an integer >= 1") for key in ("hidden", "layers")),
 ]
 
@@ -163,10 +172,40 @@ def validate(cfg: DictConfig) -> None:
     if not problems and _num(val) and _num(test) and val + test >= 1:
         problems.append(f"data.val_fraction={val} + data.test_fraction={test} leave no training data: "
                         "keep their sum under 1 (e.g. 0.15 + 0.15)")
+    problems += _missing_extras(cfg)
     if not problems and OmegaConf.select(cfg, "finetune._target_", default=None):
         problems += _strategy_problems(cfg)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+#: (what the config asks for, the modules it needs, the pyproject extra that installs them)
+_EXTRAS: list[tuple[str, Callable[[DictConfig], bool], tuple[str, ...], str]] = [
+    ("logger=mlflow", lambda cfg: bool(OmegaConf.select(cfg, "logger.mlflow", default=None)), ("mlflow",), "tracking"),
+    ("mode=export export.format=onnx",
+     lambda cfg: cfg.get("mode") == "export" and OmegaConf.select(cfg, "export.format", default=None) == "onnx",
+     ("onnx", "onnxruntime"), "export"),
+]
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+    import sys
+
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def _missing_extras(cfg: DictConfig) -> list[str]:
+    """An optional feature asked for without its packages: one line naming the extra to install."""
+    problems = []
+    for asked, applies, modules, extra in _EXTRAS:
+        missing = [m for m in modules if not _importable(m)] if applies(cfg) else []
+        if missing:
+            problems.append(f"{asked} needs {', '.join(missing)}, which is not installed: "
+                            f"pip install -e \".[{extra}]\" (or pip install {' '.join(missing)})")
+    return problems
 
 
 def _strategy_problems(cfg: DictConfig) -> list[str]:

@@ -231,6 +231,6 @@ def linear_probe_accuracy(train: TensorImageDataset, val: TensorImageDataset, se
 
 def log_advice_text(trainer: L.Trainer, advice: Advice) -> None:
     """The analysis as TensorBoard text (``finetune/auto``), beside the run's curves."""
-    from experiments.reporting.hparams import log_text
+    from experiments.reporting.sinks import log_text
 
     log_text(trainer, "finetune/auto", advice.report())
