@@ -87,6 +87,9 @@ class ClassificationDataModule(L.LightningDataModule):
     default_std: tuple[float, ...] | None = None
     #: False for data without labels (items carry ``contract.UNLABELLED``): a domain-adaptation target
     has_labels: bool = True
+    #: what new inputs of this data are (``mode=predict predict.inputs=``): image files, or
+    #: ``text`` (TextDataModule), ``vectors`` (feature rows that no file names)
+    input_kind: str = "image"
 
     def __init__(
         self,

@@ -210,6 +210,8 @@ class SparseDataModule(ClassificationDataModule):
     ``class_names`` gives the original values.
     """
 
+    input_kind = "vectors"
+
     def __init__(
         self,
         path: str,
