@@ -90,3 +90,70 @@ def test_bad_inputs_are_refused_before_the_model_is_built(tmp_path, trained, mak
     with pytest.raises(ConfigError, match=message):
         predict(cfg)
     assert not (tmp_path / "predict" / "predictions.csv").exists()
+
+
+# -- mode=export ------------------------------------------------------------------------------------
+def export_run(tmp_path: Path, ckpt: Path, *overrides: str) -> dict:
+    return run_job(compose_cfg(tmp_path, "mode=export", f"ckpt_path={ckpt}", *overrides))
+
+
+def test_onnx_export_matches_pytorch_and_carries_its_preprocessing(tmp_path, trained, capsys):
+    onnx = pytest.importorskip("onnx")
+    import onnxruntime
+
+    record = export_run(tmp_path, trained)
+    assert record["status"] == "ok" and record["export"]["format"] == "onnx"
+    assert record["export"]["max_logit_difference"] <= record["export"]["tolerance"] == 1e-3
+    assert "largest logit difference to PyTorch" in capsys.readouterr().out
+    path = Path(record["export"]["path"])
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert eval(meta["class_names"]) == [str(i) for i in range(10)] and meta["channels"] == "1"
+    assert meta["source_run"] == str(trained.parent.parent.resolve()) and meta["mean"] != "null"
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):  # the batch axis is dynamic
+        assert session.run(None, {"input": np.zeros((batch, 1, 8, 8), np.float32)})[0].shape == (batch, 10)
+
+
+def test_an_export_beyond_the_tolerance_is_refused(tmp_path, trained):
+    record_dir = tmp_path / "strict"
+    with pytest.raises(SystemExit):
+        export_run(record_dir, trained, "export.tolerance=1e-30")  # onnxruntime sums in another order
+    from experiments.results import read_results
+
+    assert "above export.tolerance=1e-30" in read_results(record_dir)["error"]
+
+
+def test_safetensors_export_rebuilds_the_model_without_the_run_dir(tmp_path, trained):
+    import shutil
+
+    from experiments.export import load_exported_model
+
+    record = export_run(tmp_path / "st", trained, "export.format=safetensors")
+    assert record["export"]["max_logit_difference"] == 0.0
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(Path(record["export"]["path"]).parent, moved)
+    model = load_exported_model(moved / "model.safetensors")
+    x = torch.rand(4, 1, 8, 8)
+    reference = model_probabilities(trained, x)
+    assert torch.allclose(torch.softmax(model(model_input(moved, x)), dim=1), reference, atol=1e-6)
+
+
+def model_input(folder: Path, images: torch.Tensor) -> torch.Tensor:
+    """``images`` prepared as model.json says: (x - mean) / std."""
+    import json
+
+    config = json.loads((folder / "model.json").read_text())
+    mean, std = (torch.tensor(config[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+    return (images - mean) / std
+
+
+@pytest.mark.slow  # one short fit per family
+@pytest.mark.parametrize("model", ["model=resnet18", "model=timm_resnet18", "model=efficientnet_lite0", "model=small_resnet"])
+def test_every_image_family_exports_to_onnx_within_the_tolerance(tmp_path, model):
+    pytest.importorskip("onnxruntime")
+    overrides = [model, *(["model.pretrained=false"] if "resnet18" in model else []), "trainer.max_epochs=1",
+                 "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1",
+                 "logger=none", "data.eval_batch_size=8"]
+    ckpt = Path(run_job(compose_cfg(tmp_path / "run", *overrides))["best_checkpoint"])
+    record = export_run(tmp_path / "export", ckpt, *overrides, "export.check_batches=1")
+    assert record["status"] == "ok" and record["export"]["max_logit_difference"] <= 1e-3

@@ -16,7 +16,7 @@ from experiments.errors import ConfigError
 from experiments.values import is_integer, is_number
 
 #: every ``mode=``; experiments.tasks.TASKS holds one function for each (a test checks they agree)
-MODES = ("train", "test", "predict", "advise", "env", "models")
+MODES = ("train", "test", "predict", "export", "advise", "env", "models")
 #: mode=export's formats (experiments.export)
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
 #: the halves of an embedded data set for domain-shift experiments (data.partition)

@@ -131,6 +131,17 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
     return record
 
 
+def export(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
+    """``mode=export``: ``ckpt_path``'s model as ONNX, TorchScript or safetensors in ``<run dir>/export/``,
+    checked against PyTorch on test batches (:mod:`experiments.export`)."""
+    from experiments.build import run_facts
+    from experiments.export import export_model
+
+    ckpt = checkpoint_file(cfg)
+    parts = components_checked_against(cfg, ckpt)
+    return {"export": export_model(cfg, parts, ckpt), **run_facts(parts), "checkpoint": str(ckpt)}
+
+
 def _input_kind(cfg: DictConfig) -> str:
     """What the run's data feeds its model (``image``, ``text``, ``vectors``), from its class alone."""
     from hydra.utils import get_object
@@ -188,6 +199,7 @@ TASKS: dict[str, Task] = {
     "train": train,
     "test": evaluate_checkpoint,
     "predict": predict,
+    "export": export,
     "advise": advise,
     "env": check_environment,
     "models": list_models,
