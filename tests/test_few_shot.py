@@ -37,3 +37,36 @@ def test_the_limited_digits_m_validation_holds_n_per_class():
 def test_a_bad_validation_limit_names_the_key_and_the_choices():
     with pytest.raises(ConfigError, match=r"data.val_samples_per_class=0 .*'all'"):
         DigitsDataModule(val_samples_per_class=0)
+
+
+# -- step budgets: a 100-image run trains as many steps as it is given, not 2 per epoch ----------------
+def test_train_steps_sets_the_epochs_from_the_data_and_the_schedules_follow(tmp_path):
+    from conftest import compose_cfg, run_job
+
+    common = ["data.samples_per_class=10", "logger=none", "callbacks.test_figures=null", "train_steps=7"]
+    record = run_job(compose_cfg(tmp_path / "lp_ft", *common, "finetune=lp_ft", "finetune.probe_epochs=null"))
+    # 100 training images, batch 64: 2 steps an epoch, so 7 steps need 4 epochs (8 steps)
+    assert (record["epochs"], record["global_step"]) == (4, 8)
+    # probe_epochs=null: a quarter of the 4 epochs probes, then every block thaws
+    assert [change["epoch"] for change in record["finetune_detail"]["schedule"]] == [0, 1]
+    record = run_job(compose_cfg(tmp_path / "cut", *common, "+trainer.limit_train_batches=1"))
+    assert (record["epochs"], record["global_step"]) == (7, 7)  # one batch an epoch counted
+
+
+def test_a_bad_step_budget_is_refused_before_torch(tmp_path):
+    from conftest import compose_cfg
+
+    from experiments.config import validate
+
+    with pytest.raises(ConfigError, match=r"train_steps=0 is invalid: expected null or an integer >= 1"):
+        validate(compose_cfg(tmp_path, "train_steps=0"))
+
+
+def test_early_stopping_stops_a_run_that_no_longer_improves_and_still_tests_its_best(tmp_path):
+    from conftest import compose_cfg, run_job
+
+    record = run_job(compose_cfg(tmp_path, "callbacks=early_stopping", "callbacks.early_stopping.patience=1",
+                                 "trainer.max_epochs=20", "optimizer.lr=1e-12", "scheduler=none",
+                                 "logger=none", "callbacks.test_figures=null"))
+    assert record["epochs"] < 20 and "test/acc" in record["metrics"]  # at lr 1e-12 it soon stops improving
+    assert record["best_checkpoint"] is not None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg, run_cli, run_job
+from conftest import compose_cfg, run_cli
 from omegaconf import OmegaConf
 
 from experiments.cli import run_task

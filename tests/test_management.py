@@ -85,6 +85,28 @@ def test_ddp_in_a_local_sweep_is_refused_before_training(tmp_path):
     assert all("re-running the command line" in r["error"] for r in rows)
 
 
+def test_sweep_jobs_are_named_by_the_swept_values(tmp_path):
+    """`-m seed=0,1 trainer.max_epochs=2`: the job dirs say the seed; the constant override stays in
+    .hydra/ and the summary's header (mode=models: jobs that only print, so the sweep is quick)."""
+    result = run_cli("-m", "mode=models", "seed=0,1", "trainer.max_epochs=2", f"hydra.sweep.dir={tmp_path}", timeout=120)
+    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert jobs == ["0_seed=0", "1_seed=1"], result.stderr[-2000:]
+    assert "trainer.max_epochs=2" in yaml.safe_load((tmp_path / "0_seed=0" / ".hydra" / "overrides.yaml").read_text())
+    assert "`trainer.max_epochs=2`" in (tmp_path / "summary.md").read_text()
+
+
+def test_swept_names_keep_the_swept_keys_and_fall_back(monkeypatch):
+    from experiments.sweep_names import SWEPT_KEYS_ENV, swept_keys, swept_name
+
+    keys = swept_keys(["seed=0,1", "trainer.max_epochs=2", "model=small_cnn,resnet18", "+x=range(2)"], ["optimizer.lr"])
+    assert keys == ["seed", "model", "x", "optimizer.lr"]
+    monkeypatch.setenv(SWEPT_KEYS_ENV, ",".join(keys))
+    assert swept_name(["model=resnet18", "trainer.max_epochs=2", "seed=1"], "fallback") == "model=resnet18,seed=1"
+    assert len(swept_name([f"seed={'9' * 300}"], "fallback")) == 100  # bounded as before
+    monkeypatch.setenv(SWEPT_KEYS_ENV, "")
+    assert swept_name(["trainer.max_epochs=2"], "small_cnn_full") == "small_cnn_full"
+
+
 def _hydra_cfg(*overrides: str):
     with initialize_config_dir(str(CONF), version_base="1.3"):
         return compose("run", overrides=list(overrides), return_hydra_config=True)

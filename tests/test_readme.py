@@ -58,7 +58,7 @@ def test_readme_has_the_commands_it_promises():
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_readme_command_composes(tmp_path, command):
     cfg = compose_cfg(tmp_path, *overrides_of(command))
-    assert cfg.mode in {"train", "test", "predict", "advise", "env", "models"}
+    assert cfg.mode in {"train", "test", "predict", "export", "advise", "env", "models"}
 
 
 FINETUNE_ROWS = [c for c in COMMANDS if "finetune=" in c and "model=resnet18" in c and "weights" not in c]
@@ -110,7 +110,8 @@ def test_results_table_matches_a_real_record(tmp_path):
     documented = _documented_results_keys()
     assert set(record) <= documented, f"undocumented keys: {set(record) - documented}"
     # failures, interruptions, test, predict, DA
-    only_elsewhere = {"error", "signal", "resume", "global_step", "checkpoint", "predictions", "num_predictions", "adapt"}
+    only_elsewhere = {"error", "signal", "resume", "global_step", "checkpoint", "predictions", "num_predictions", "adapt",
+                      "num_undecodable", "predictions_figure", "export"}
     assert documented - only_elsewhere <= set(record), f"documented but not written: {documented - only_elsewhere - set(record)}"
 
 

@@ -7,13 +7,12 @@ state_dict always meets the module it came from, because every task builds throu
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning as L
-from hydra.utils import get_object, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.checkpoints import AtomicCheckpointIO, BackgroundCheckpointIO
@@ -23,7 +22,8 @@ from experiments.finetune.auto import AutoChoice, resolve
 from experiments.finetune.groups import count_parameters
 from experiments.finetune.strategies import Auto, FinetuneStrategy
 from experiments.models.core import TransferModel, create_model
-from experiments.reporting.hparams import hparams_of, log_text
+from experiments.reporting.hparams import hparams_of
+from experiments.reporting.sinks import log_text
 from experiments.values import accepted_kwargs, unknown_argument
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from experiments.config import objective_mode, validate
 from experiments.errors import ConfigError, ExperimentError
 from experiments.interrupt import interrupted_record, signals_interrupt
 from experiments.from_checkpoint import config_for_checkpoint, uses_checkpoint
-from experiments.results import write_results
+from experiments.results import notify_record_written, write_results
 from experiments.rundirs import publish, record_dir
 
 log = logging.getLogger("experiments")
@@ -103,7 +103,8 @@ def run_task(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: list[str
         if received:  # SIGTERM / SIGINT: the record says where the run stopped and how to resume
             record.update(interrupted_record(received[0], run_dir, _checkpoint_dir(cfg, run_dir)))
         if _is_global_zero():  # a DDP run's other processes run this too: one record, one log line
-            write_results(record_dir(run_dir, hydra_dir, failed=failure is not None), record)
+            written = write_results(record_dir(run_dir, hydra_dir, failed=failure is not None), record)
+            notify_record_written(record, written)  # a tracker's run (MLflow) gets it and the outcome
     if received:
         log.error("%s", record["error"])
         sys.exit(128 + received[0])

@@ -16,7 +16,9 @@ from experiments.errors import ConfigError
 from experiments.values import is_integer, is_number, unknown_argument
 
 #: every ``mode=``; experiments.tasks.TASKS holds one function for each (a test checks they agree)
-MODES = ("train", "test", "predict", "advise", "env", "models")
+MODES = ("train", "test", "predict", "export", "advise", "env", "models")
+#: mode=export's formats (experiments.export)
+EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
 #: the halves of an embedded data set for domain-shift experiments (data.partition)
 PARTITIONS = ("all", "source", "target")
 
@@ -43,6 +45,15 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("objective_mode", objective_mode)
     if not OmegaConf.has_resolver("bounded_name"):
         OmegaConf.register_new_resolver("bounded_name", bounded_name)
+    if not OmegaConf.has_resolver("swept_name"):
+        OmegaConf.register_new_resolver("swept_name", _swept_name)
+
+
+def _swept_name(job_overrides: Any, fallback: str) -> str:
+    """Resolver ``${swept_name:${hydra.overrides.task},FALLBACK}``: a sweep job's name by its swept values."""
+    from experiments.sweep_names import swept_name
+
+    return swept_name(list(job_overrides), str(fallback))
 
 
 register_resolvers()
@@ -132,6 +143,13 @@ _RULES: list[_Rule] = [
       for key, low, high, example in (("translate", 0, 1, "0.1,0.1"), ("scale", 0.001, 1000, "0.9,1.1"),
                                       ("tint", 0, 1000, "0.9,1.1"), ("erasing_scale", 0, 1, "0.02,0.33"),
                                       ("erasing_ratio", 0.001, 1000, "0.3,3.3"))),
+    ("predict.inputs", lambda v: v is None or (isinstance(v, str) and v.strip() != ""), "null (the test split) or a path or glob"),
+    ("predict.top_k", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("predict.grid", lambda v: _int(v) and v >= 0, "an integer >= 0 (images in the picture grid; 0: none)"),
+    ("export.format", lambda v: v in EXPORT_FORMATS, f"one of {', '.join(EXPORT_FORMATS)}"),
+    ("export.tolerance", lambda v: _num(v) and v > 0, "a number > 0 (the largest logit difference allowed)"),
+    ("export.check_batches", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("export.opset", lambda v: _int(v) and v >= 7, "an integer >= 7"),
     *((f"adapt.{key}", lambda v: _int(v) and v >= 1, "an integer >= 1") for key in ("hidden", "layers")),
 ]
 
@@ -179,6 +197,7 @@ def validate(cfg: DictConfig) -> None:
     if not problems and _num(val) and _num(test) and val + test >= 1:
         problems.append(f"data.val_fraction={val} + data.test_fraction={test} leave no training data: "
                         "keep their sum under 1 (e.g. 0.15 + 0.15)")
+    problems += _missing_extras(cfg)
     if not problems and OmegaConf.select(cfg, "finetune._target_", default=None):
         problems += _strategy_problems(cfg)
     if problems:
@@ -200,6 +219,35 @@ def _combination_problems(cfg: DictConfig) -> list[str]:
             f"mode=advise analyses weights, not a training checkpoint: ckpt_path={cfg.ckpt_path} would be "
             f"ignored; give it as model.weights={cfg.ckpt_path} (and drop ckpt_path=)"
         )
+    return problems
+
+
+#: (what the config asks for, the modules it needs, the pyproject extra that installs them)
+_EXTRAS: list[tuple[str, Callable[[DictConfig], bool], tuple[str, ...], str]] = [
+    ("logger=mlflow", lambda cfg: bool(OmegaConf.select(cfg, "logger.mlflow", default=None)), ("mlflow",), "tracking"),
+    ("mode=export export.format=onnx",
+     lambda cfg: cfg.get("mode") == "export" and OmegaConf.select(cfg, "export.format", default=None) == "onnx",
+     ("onnx", "onnxruntime"), "export"),
+]
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+    import sys
+
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def _missing_extras(cfg: DictConfig) -> list[str]:
+    """An optional feature asked for without its packages: one line naming the extra to install."""
+    problems = []
+    for asked, applies, modules, extra in _EXTRAS:
+        missing = [m for m in modules if not _importable(m)] if applies(cfg) else []
+        if missing:
+            problems.append(f"{asked} needs {', '.join(missing)}, which is not installed: "
+                            f"pip install -e \".[{extra}]\" (or pip install {' '.join(missing)})")
     return problems
 
 

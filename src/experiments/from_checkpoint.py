@@ -19,13 +19,14 @@ from experiments.rundirs import is_finished
 
 log = logging.getLogger(__name__)
 
-#: always taken from this command's composition: what to do, from where, and where paths point
-_FROM_COMMAND = ("mode", "ckpt_path", "paths")
+#: always taken from this command's composition: what to do (and its options), from where, and
+#: where paths point
+_FROM_COMMAND = ("mode", "ckpt_path", "paths", "predict", "export")
 
 
 def uses_checkpoint(cfg: DictConfig) -> bool:
-    """Test and predict always do; training does when it resumes (``ckpt_path`` given)."""
-    return cfg.mode in ("test", "predict") or (cfg.mode == "train" and bool(cfg.get("ckpt_path")))
+    """Test, predict and export always do; training does when it resumes (``ckpt_path`` given)."""
+    return cfg.mode in ("test", "predict", "export") or (cfg.mode == "train" and bool(cfg.get("ckpt_path")))
 
 
 def checkpoint_file(cfg: DictConfig) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +34,21 @@ def write_results(run_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
 
 def read_results(run_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(run_dir) / RESULTS_FILE).read_text())
+
+
+#: called once with the written record and its path, then forgotten: trackers that opened a run
+#: for this job (an MLflow run) attach results.json and close the run with the job's outcome
+_record_listeners: list[Callable[[dict[str, Any], Path], None]] = []
+
+
+def on_record_written(listener: Callable[[dict[str, Any], Path], None]) -> None:
+    """Call ``listener(record, path)`` after this process writes its next record."""
+    _record_listeners.append(listener)
+
+
+def notify_record_written(record: dict[str, Any], path: Path) -> None:
+    """Hand the written record to every waiting listener (in order), then forget them."""
+    listeners = list(_record_listeners)
+    _record_listeners.clear()
+    for listener in listeners:
+        listener(record, path)

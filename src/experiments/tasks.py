@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import ConfigError
 from experiments.from_checkpoint import checkpoint_file
@@ -105,27 +105,79 @@ def evaluate_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> Recor
 
 
 def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
-    """``mode=predict``: ``predictions.csv`` in the run dir for the data's predict split."""
+    """``mode=predict``: ``predictions.csv`` in the run dir, for the data's test split or, with
+    ``predict.inputs=PATH``, for new files prepared as the checkpoint's run prepared its data (then
+    also ``predictions.png``, the first images with their predictions). Bad paths are refused before
+    the model is built; an undecodable file is a row with its error."""
     from experiments.build import build_trainer, run_facts
-    from experiments.reporting.predictions import PREDICTIONS_FILE, PredictionsCsvWriter
+    from experiments.datamodules.inputs import find_inputs
 
     ckpt = checkpoint_file(cfg)
+    inputs = OmegaConf.select(cfg, "predict.inputs", default=None)
+    files = find_inputs(str(inputs), _input_kind(cfg)) if inputs else None
     parts = components_checked_against(cfg, ckpt)
-    writer = PredictionsCsvWriter(Path(cfg.paths.run_dir) / PREDICTIONS_FILE, parts.datamodule.class_names())
+    writer, loader = _prediction_writer(cfg, parts, files)
     trainer = build_trainer(cfg, [writer])
     if trainer.world_size > 1:
         raise ConfigError(
             f"mode=predict writes one file from one process; trainer.devices={cfg.trainer.devices} "
             f"starts {trainer.world_size}: use trainer=cpu or trainer=gpu (one device)"
         )
-    trainer.predict(parts.module, datamodule=parts.datamodule, ckpt_path=ckpt, return_predictions=False, weights_only=True)
+    data = {"dataloaders": loader} if loader is not None else {"datamodule": parts.datamodule}
+    trainer.predict(parts.module, **data, ckpt_path=ckpt, return_predictions=False, weights_only=True)
     log.info("predictions: %d rows -> %s", writer.rows, writer.path)
-    return {
-        "predictions": str(writer.path),
-        "num_predictions": writer.rows,
-        **run_facts(parts),
-        "checkpoint": str(ckpt),
-    }
+    record = {"predictions": str(writer.path), "num_predictions": writer.rows, **run_facts(parts), "checkpoint": str(ckpt)}
+    if files is not None:
+        record.update(_input_report(trainer, writer))
+    return record
+
+
+def export(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
+    """``mode=export``: ``ckpt_path``'s model as ONNX, TorchScript or safetensors in ``<run dir>/export/``,
+    checked against PyTorch on test batches (:mod:`experiments.export`)."""
+    from experiments.build import run_facts
+    from experiments.export import export_model
+
+    ckpt = checkpoint_file(cfg)
+    parts = components_checked_against(cfg, ckpt)
+    return {"export": export_model(cfg, parts, ckpt), **run_facts(parts), "checkpoint": str(ckpt)}
+
+
+def _input_kind(cfg: DictConfig) -> str:
+    """What the run's data feeds its model (``image``, ``text``, ``vectors``), from its class alone."""
+    from hydra.utils import get_object
+
+    return getattr(get_object(str(cfg.data._target_)), "input_kind", "paired domains")
+
+
+def _prediction_writer(cfg: DictConfig, parts, files: list[Path] | None):
+    """The CSV writer, and the loader of ``files`` (None: the data's own predict split)."""
+    from experiments.datamodules.inputs import input_dataset
+    from experiments.reporting.predictions import PREDICTIONS_FILE, InputPredictionsWriter, PredictionsCsvWriter
+
+    path = Path(cfg.paths.run_dir) / PREDICTIONS_FILE
+    if files is None:
+        return PredictionsCsvWriter(path, parts.datamodule.class_names()), None
+    dataset, names, collate = input_dataset(parts.datamodule, files)
+    writer = InputPredictionsWriter(path, names, parts.datamodule.class_names(), cfg.predict.top_k, cfg.predict.grid)
+    return writer, parts.datamodule.make_loader(dataset, train=False, collate_fn=collate)
+
+
+def _input_report(trainer, writer) -> Record:
+    """The picture of the first images (a PNG beside the CSV, and in the loggers), the warning
+    about undecodable files, and their part of the record."""
+    from experiments.reporting.sinks import log_figures
+
+    if writer.errors:
+        log.warning("%d of %d inputs could not be decoded: their rows in %s say why", writer.errors, writer.rows, writer.path)
+    report: Record = {"num_undecodable": writer.errors}
+    figure = writer.figure()
+    if figure is not None:
+        picture = writer.path.with_suffix(".png")
+        figure.savefig(picture, dpi=100)
+        log_figures(trainer, {"predict/samples": figure})
+        report["predictions_figure"] = str(picture)
+    return report
 
 
 def check_environment(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
@@ -148,6 +200,7 @@ TASKS: dict[str, Task] = {
     "train": train,
     "test": evaluate_checkpoint,
     "predict": predict,
+    "export": export,
     "advise": advise,
     "env": check_environment,
     "models": list_models,

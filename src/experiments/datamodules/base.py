@@ -87,8 +87,9 @@ class ClassificationDataModule(L.LightningDataModule):
     default_std: tuple[float, ...] | None = None
     #: False for data without labels (items carry ``contract.UNLABELLED``): a domain-adaptation target
     has_labels: bool = True
-    #: what one item is, when it is no image: device augmentation (``augment=``) is refused then
-    non_image_items: str | None = None
+    #: what new inputs of this data are (``mode=predict predict.inputs=``): image files, or
+    #: ``text`` (TextDataModule), ``vectors`` (feature rows that no file names)
+    input_kind: str = "image"
 
     def __init__(
         self,
@@ -117,10 +118,11 @@ class ClassificationDataModule(L.LightningDataModule):
                               "many as data.samples_per_class), an integer >= 1, or 'all' (the whole split)")
         self.val_samples_per_class = val_samples_per_class
         self.batched = batched
-        if device_augment is not None and self.non_image_items:
+        if device_augment is not None and self.input_kind != "image":
+            items = {"text": "texts (token ids or TF-IDF rows)", "vectors": "sparse feature vectors"}
             raise ConfigError(
                 f"augment= (data.device_augment) transforms image batches, but data={name or type(self).__name__} "
-                f"gives {self.non_image_items}: drop augment= (or data.device_augment=null)"
+                f"gives {items.get(self.input_kind, self.input_kind)}: drop augment= (or data.device_augment=null)"
             )
         self.device_augment = device_augment
         self._augment_generators: dict[tuple[int, int], torch.Generator] = {}

@@ -210,7 +210,7 @@ class SparseDataModule(ClassificationDataModule):
     ``class_names`` gives the original values.
     """
 
-    non_image_items = "sparse feature vectors"
+    input_kind = "vectors"
 
     def __init__(
         self,

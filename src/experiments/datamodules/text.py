@@ -90,7 +90,7 @@ class TextDataModule(ClassificationDataModule):
         kwargs: the loader and split options of :class:`ClassificationDataModule`.
     """
 
-    non_image_items = "texts (token ids or TF-IDF rows)"
+    input_kind = "text"
 
     def __init__(
         self,
@@ -240,17 +240,32 @@ class TextDataModule(ClassificationDataModule):
     def _tokenize(self) -> torch.Tensor:
         """``(N, L)`` right-padded ids of every text, ``L`` = ``max_length`` (or the model's limit)."""
         self._read()
+        return self.encode(self._texts)
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """``(N, L)`` right-padded token ids of ``texts`` as this data tokenizes its own (the model's
+        tokenizer, truncated to ``max_length``); the pad id is :attr:`pad_token_id`."""
+        if self.features != "tokens":
+            raise ConfigError(f"data.features={self.features}: only token ids encode new texts; "
+                              "predict the test split of a TF-IDF run instead (leave predict.inputs unset)")
         tokenizer = self._tokenizer()
         tokenizer.padding_side = "right"
         limit = min(self.max_length, int(getattr(tokenizer, "model_max_length", self.max_length) or self.max_length))
         encoded = tokenizer(
-            self._texts, truncation=True, max_length=limit, padding="max_length",
+            texts, truncation=True, max_length=limit, padding="max_length",
             return_attention_mask=False, return_token_type_ids=False, return_tensors="pt",
         )
         ids = encoded["input_ids"].long()
         truncated = int(((ids != self._pad_token_id).sum(dim=1) == limit).sum())
         log.info("data %s: tokenized %d texts, max_length %d (%d truncated)", self.name, len(ids), limit, truncated)
         return ids
+
+    @property
+    def pad_token_id(self) -> int:
+        """The padding id of the model's tokenizer (token batches are cut where it starts)."""
+        if self._pad_token_id is None:
+            self._tokenizer()
+        return self._pad_token_id
 
     def _fit_tfidf(self):
         """The TF-IDF matrix of every text (SciPy CSR, float32), fitted on the training texts."""

@@ -135,3 +135,24 @@ def class_order(labels: list[str], classes: list[str] | None) -> list[str]:
     if all(label.lstrip("-").isdigit() for label in present):
         return sorted(present, key=int)
     return sorted(present)
+
+
+def read_texts(path: Path, text_column: str) -> tuple[list[str], list[str]]:
+    """Unlabelled texts to predict and what names each: a ``.txt`` file gives one text a line
+    (named ``line N``, blank lines skipped), a table (CSV / TSV / JSONL) its ``text_column``
+    (named ``row N``)."""
+    if path.suffix == ".txt":
+        lines = path.read_text(errors="replace").splitlines()
+        kept = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+        return [line for _, line in kept], [f"line {n}" for n, _ in kept]
+    kind = _table_kind(path)
+    texts, names = [], []
+    with _open_text(path) as stream:
+        rows = _json_lines(stream, path) if kind == ".jsonl" else _csv_rows(stream, path, "\t" if kind == ".tsv" else ",")
+        for number, row in rows:
+            if text_column not in row:
+                raise DataError(f"{path} row {number} has no column {text_column!r} (columns: {sorted(row)}); "
+                                "set data.text_column")
+            texts.append("" if row[text_column] is None else str(row[text_column]))
+            names.append(f"row {number}")
+    return texts, names

@@ -119,6 +119,6 @@ def resolve(cfg: DictConfig, auto: Auto, datamodule: ClassificationDataModule, m
 
 def log_choice_text(trainer: L.Trainer, choice: AutoChoice) -> None:
     """The analysis as TensorBoard text (``finetune/auto``), beside the run's curves."""
-    from experiments.reporting.hparams import log_text
+    from experiments.reporting.sinks import log_text
 
     log_text(trainer, "finetune/auto", choice.report())

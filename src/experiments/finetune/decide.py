@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.finetune.strategies import STRATEGIES, Auto, FinetuneStrategy
+from experiments.finetune.strategies import Auto, FinetuneStrategy
 
 DA_COMMAND = "python run.py experiment=da_digits_m"
 DA_OWN_DATA = "python run.py data=da_folders data.source.root=SRC data.target.root=TGT adapt=mean_teacher"

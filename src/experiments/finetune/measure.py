@@ -28,12 +28,10 @@ At most ``finetune.max_samples`` training and validation images are measured (a 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset

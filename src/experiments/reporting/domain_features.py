@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from experiments.reporting.sinks import log_figures, takes_figures
+
 FEATURES_TAG = "test/features"
 
 
@@ -110,11 +112,9 @@ class DomainFeatures(L.Callback):
             return
         found = domain_features(pl_module, datamodule, self.max_samples)
         pl_module.log("test/proxy_a_distance", found["pad"])
-        writers = [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_figure")]
-        if writers:
+        if takes_figures(trainer):
             method = getattr(getattr(pl_module, "adapt", None), "name", "")
             figure = embedding_figure(found["points"], found["domains"], found["labels"], found["names"],
                                       datamodule.class_names(),
                                       f"{method}: test features (PCA), proxy A-distance {found['pad']:.2f}")
-            for writer in writers:
-                writer.add_figure(FEATURES_TAG, figure, global_step=trainer.global_step)
+            log_figures(trainer, {FEATURES_TAG: figure})

@@ -71,10 +71,3 @@ class FinalMetricsHparams(L.Callback):
 def _floats(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {key: float(value) for key, value in metrics.items() if key.startswith(prefix)}
 
-
-def log_text(trainer: L.Trainer, tag: str, text: str) -> None:
-    """``text`` as a preformatted block under ``tag`` in every logger that takes text (TensorBoard)."""
-    for logger in trainer.loggers:
-        experiment = getattr(logger, "experiment", None)
-        if hasattr(experiment, "add_text"):
-            experiment.add_text(tag, "```\n" + text + "\n```", 0)

@@ -10,6 +10,7 @@ import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from experiments.reporting.figures import confusion_matrix_figure, sample_grid_figure
+from experiments.reporting.sinks import log_figures, takes_figures
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ SAMPLES_TAG = "test/samples"
 
 class PredictionFigures(L.Callback):
     """Logs ``test/confusion_matrix`` and ``test/samples`` (the first ``num_samples`` test inputs with
-    predicted and true class) to every logger that can take figures (TensorBoard).
+    predicted and true class) to every logger that can take figures (TensorBoard, MLflow).
 
     It reads the predicted classes that ClassificationModule.test_step returns (no second forward
     pass). With several test loaders (a domain-adaptation run: source, target) each gets its own
@@ -39,14 +40,10 @@ class PredictionFigures(L.Callback):
         self._matrices: dict[int, MulticlassConfusionMatrix] = {}
         self._samples: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
 
-    @staticmethod
-    def _writers(trainer: L.Trainer) -> list[Any]:
-        return [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_figure")]
-
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._samples, self._matrices = {}, {}
         num_classes = getattr(trainer.datamodule, "num_classes", None)
-        self._num_classes = num_classes if num_classes and self._writers(trainer) else None
+        self._num_classes = num_classes if num_classes and takes_figures(trainer) else None
 
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -81,9 +78,7 @@ class PredictionFigures(L.Callback):
                 predicted = torch.cat([s[1] for s in samples]).tolist()
                 labels = torch.cat([s[2] for s in samples]).tolist()
                 figures[SAMPLES_TAG + suffix] = sample_grid_figure(images, predicted, labels, names)
-        for writer in self._writers(trainer):
-            for tag, figure in figures.items():
-                writer.add_figure(tag, figure, global_step=trainer.global_step, close=False)
+        log_figures(trainer, figures)
         log.info("test figures logged: %s", ", ".join(figures))
         self._samples, self._matrices = {}, {}
 

@@ -54,3 +54,66 @@ class PredictionsCsvWriter(BasePredictionWriter):
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+class InputPredictionsWriter(BasePredictionWriter):
+    """``predictions.csv`` for ``predict.inputs``: per input ``input, predicted, probability``, then
+    ``top<i>, top<i>_probability`` for the ``top_k`` most probable classes, then ``error`` (a file
+    that could not be decoded has only its name and the error). Streams batch by batch; keeps the
+    first ``grid`` image inputs for :meth:`figure`.
+
+    Batches are ``(inputs, indices, errors)`` (:class:`~experiments.datamodules.inputs.InputCollate`);
+    ``names[index]`` names an input in the CSV (its path, or ``line N`` of a text file).
+    """
+
+    def __init__(self, path: str | Path, names: Sequence[str], class_names: Sequence[str], top_k: int = 5,
+                 grid: int = 16) -> None:
+        super().__init__(write_interval="batch")
+        self.path = Path(path)
+        self.names, self.class_names = list(names), list(class_names)
+        self.top_k, self.grid = min(top_k, len(self.class_names)), grid
+        self.rows = self.errors = 0
+        self.shown: list[tuple[torch.Tensor, int]] = []
+        self._handle = None
+        self._writer: Any = None
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.rows = self.errors = 0
+        self.shown = []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = self.path.open("w", newline="")
+        self._writer = csv.writer(self._handle)
+        tops = [column for i in range(1, self.top_k + 1) for column in (f"top{i}", f"top{i}_probability")]
+        self._writer.writerow(["input", "predicted", "probability", *tops, "error"])
+
+    def write_on_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: torch.Tensor,
+        batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int = 0,
+    ) -> None:
+        inputs, indices, errors = batch
+        probs, classes = prediction.float().cpu().topk(self.top_k, dim=1)
+        for row, (index, error) in enumerate(zip(indices.tolist(), errors)):
+            name = self.names[index]
+            if error:
+                self._writer.writerow([name, "", "", *[""] * (2 * self.top_k), error])
+                self.errors += 1
+                continue
+            tops = [(self.class_names[c], f"{p:.6g}") for c, p in zip(classes[row].tolist(), probs[row].tolist())]
+            self._writer.writerow([name, *tops[0], *[value for top in tops for value in top], ""])
+            if len(self.shown) < self.grid and inputs.dim() == 4 and inputs.shape[1] in (1, 3):
+                self.shown.append((inputs[row].float().cpu(), int(classes[row, 0])))
+        self.rows += len(indices)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def figure(self):
+        """The first image inputs with their predicted class (None: no image was predicted)."""
+        if not self.shown:
+            return None
+        from experiments.reporting.figures import sample_grid_figure
+
+        images = torch.stack([image for image, _ in self.shown]).numpy()
+        return sample_grid_figure(images, [c for _, c in self.shown], None, self.class_names)

@@ -1,0 +1,125 @@
+"""``mode=predict predict.inputs=PATH``: files the model has never seen, as batches it takes.
+
+:func:`find_inputs` resolves the path (an image file, a folder of images with or without
+sub-folders, a glob; for a text model a ``.txt`` file or a table) and refuses what cannot work (no
+such path, no images, a text file for an image model) before any model is built. The datasets
+read lazily, one item at a time, so a large folder streams in batches; an image that cannot be
+decoded becomes an item that carries its error (the batch's third element) instead of stopping
+the others.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from experiments.errors import ConfigError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+TEXT_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
+
+
+def find_inputs(spec: str, kind: str) -> list[Path]:
+    """The files ``spec`` names, sorted: itself (a file), the images under it (a folder, searched
+    recursively), or the glob's matches. ``kind`` is what the model takes: ``image`` or ``text``.
+
+    Raises ConfigError for a path that does not exist, a folder or glob without inputs, a text
+    file for an image model (or the reverse), or a model that takes neither.
+    """
+    key = f"predict.inputs={spec!r}"
+    if kind not in ("image", "text"):
+        raise ConfigError(f"{key}: this run's model takes {kind}, not image or text files; "
+                          "predict its data option's test split instead (leave predict.inputs unset)")
+    path = Path(spec).expanduser()
+    if glob.has_magic(spec):
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    elif path.is_dir():
+        suffixes = IMAGE_SUFFIXES if kind == "image" else (".txt",)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ConfigError(f"{key}: no such file or folder")
+    if not files:
+        wanted = ", ".join(IMAGE_SUFFIXES if kind == "image" else TEXT_SUFFIXES)
+        raise ConfigError(f"{key} holds no input files ({wanted}): check the path or the pattern")
+    if kind == "image":
+        texts = [f for f in files if f.suffix.lower() in TEXT_SUFFIXES]
+        if texts:
+            raise ConfigError(f"{key}: {texts[0]} is a text file, but this run's model takes images; give "
+                              "image files (a file, a folder or a glob such as 'photos/*.jpg')")
+    elif len(files) > 1 or files[0].suffix.lower() not in TEXT_SUFFIXES:
+        raise ConfigError(f"{key}: a text model predicts one .txt file (one text a line) or a table "
+                          f"({', '.join(TEXT_SUFFIXES[1:])}) with data.text_column; got {files[0]}"
+                          + (f" and {len(files) - 1} more" if len(files) > 1 else ""))
+    return files
+
+
+class ImageFiles(Dataset):
+    """Image files as ``(image, index, error)``: a float ``(C, H, W)`` tensor with the data's
+    channels and size in [0, 1] put through ``transform`` (the run's evaluation transform), or,
+    for a file that cannot be decoded, zeros and the decoder's message."""
+
+    def __init__(self, files: list[Path], shape: tuple[int, int, int], transform: torch.nn.Module | None) -> None:
+        self.files, self.shape, self.transform = files, shape, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        from torchvision.io import ImageReadMode, decode_image
+        from torchvision.transforms.v2 import functional as F
+
+        channels, height, width = self.shape
+        try:
+            image = decode_image(str(self.files[index]), mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
+        except (RuntimeError, ValueError, OSError) as err:
+            blank = torch.zeros(self.shape)
+            return (self.transform(blank) if self.transform is not None else blank), index, f"cannot decode: {err}"
+        image = F.resize(image.float().div_(255), [height, width], antialias=True)
+        return (self.transform(image) if self.transform is not None else image), index, ""
+
+
+class TokenRows(Dataset):
+    """Token id rows ``(N, L)`` as ``(ids, index, "")`` (texts always decode)."""
+
+    def __init__(self, ids: torch.Tensor) -> None:
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        return self.ids[index], index, ""
+
+
+class InputCollate:
+    """``(inputs, indices, errors)`` batches; with ``pad_token_id`` token rows are cut to the
+    batch's longest text, as training batches are."""
+
+    def __init__(self, pad_token_id: int | None = None) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[tuple[torch.Tensor, int, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        inputs = torch.stack([x for x, _, _ in items])
+        if self.pad_token_id is not None:
+            used = (inputs != self.pad_token_id).any(dim=0).nonzero()
+            inputs = inputs[:, : int(used.max()) + 1 if len(used) else 1]
+        return inputs, torch.tensor([i for _, i, _ in items]), [e for _, _, e in items]
+
+
+def input_dataset(datamodule, files: list[Path]) -> tuple[Dataset, list[str], InputCollate]:
+    """The dataset of ``files`` prepared as ``datamodule`` prepares its test split (channels, size,
+    normalisation; tokenizer and max length), the name of each item, and its collate function."""
+    if datamodule.input_kind == "text":
+        from experiments.datamodules.text_sources import read_texts
+
+        texts, names = read_texts(files[0], datamodule.text_column)
+        if not texts:
+            raise ConfigError(f"predict.inputs={str(files[0])!r} holds no text")
+        return TokenRows(datamodule.encode(texts)), [f"{files[0]}:{name}" for name in names], InputCollate(datamodule.pad_token_id)
+    shape = tuple(datamodule.input_shape)
+    return ImageFiles(files, shape, datamodule.build_transform(train=False)), [str(f) for f in files], InputCollate()

@@ -1,0 +1,98 @@
+"""``logger=mlflow``: Lightning's ``MLFlowLogger`` with this framework's names, artifacts and outcome.
+
+* The store: ``sqlite:///<output root>/mlflow.db`` unless ``logger.mlflow.tracking_uri`` names a
+  team's server; artifacts go to ``<output root>/mlartifacts``. Nothing to start.
+* Names: a run is named by its run dir, as TensorBoard names it (``2026-..._small_cnn_full``, a
+  sweep job ``0_seed=0``); the experiment is the run dir's parent below the output root
+  (``runs``, or ``multiruns/<sweep>``: one experiment per sweep, one run per job).
+* Params are the HPARAMS tab's short list (``build.log_config``), metrics are logged per epoch as
+  the module logs them; figures and the composed config arrive through :meth:`log_figure` and
+  :meth:`log_text` (:mod:`experiments.reporting.sinks`).
+* When ``results.json`` is written the run gets it as an artifact, the best checkpoint with
+  ``log_best_checkpoint=true``, and its status from the record: FINISHED, FAILED, or KILLED for an
+  interrupted job (:func:`experiments.results.on_record_written`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
+from matplotlib.figure import Figure
+
+from experiments.results import on_record_written
+
+log = logging.getLogger(__name__)
+
+
+def experiment_name_of(run_dir: Path, output_root: Path) -> str:
+    """The run dir's parent relative to the output root (``runs``, ``multiruns/<sweep>``), or the
+    parent's name when the run dir lies elsewhere."""
+    parent = run_dir.resolve().parent
+    try:
+        return parent.relative_to(output_root.resolve()).as_posix() or parent.name
+    except ValueError:
+        return parent.name
+
+
+class MLflowRunLogger(MLFlowLogger):
+    """An MLflow run for one job (see the module docstring).
+
+    Args:
+        run_dir: the job's run dir; its name is the run's name.
+        output_root: where every run lands (``paths.output_root``): the default store and artifact
+            root are in it, and the experiment's name is the run dir's place below it.
+        tracking_uri: the store; ``None``: ``sqlite:///<output_root>/mlflow.db``.
+        experiment_name: ``None``: :func:`experiment_name_of` the run dir.
+        log_best_checkpoint: attach the best checkpoint (``best_checkpoint`` in results.json).
+        kwargs: the other arguments of Lightning's ``MLFlowLogger`` (tags, prefix, ...).
+    """
+
+    def __init__(self, run_dir: str | Path, output_root: str | Path, tracking_uri: str | None = None,
+                 experiment_name: str | None = None, log_best_checkpoint: bool = False, **kwargs: Any) -> None:
+        run_dir, root = Path(run_dir), Path(output_root)
+        if tracking_uri is None or tracking_uri.startswith("sqlite:///"):
+            root.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not its folder
+        super().__init__(
+            experiment_name=experiment_name or experiment_name_of(run_dir, root),
+            run_name=run_dir.resolve().name,
+            tracking_uri=tracking_uri or f"sqlite:///{root / 'mlflow.db'}",
+            artifact_location=(root.resolve() / "mlartifacts").as_uri(),
+            log_model=False,
+            **kwargs,
+        )
+        self.log_best_checkpoint = log_best_checkpoint
+        on_record_written(self.close_with_record)
+
+    @rank_zero_only
+    def log_figure(self, tag: str, figure: Figure, step: int = 0) -> None:
+        """``figure`` as ``<tag>.png`` among the run's artifacts (``test/confusion_matrix.png``)."""
+        self.experiment.log_figure(self.run_id, figure, f"{tag}.png")
+
+    @rank_zero_only
+    def log_text(self, tag: str, text: str) -> None:
+        """``text`` as an artifact: ``config`` becomes ``config.yaml``, any other tag ``<tag>.txt``."""
+        self.experiment.log_text(self.run_id, text, "config.yaml" if tag == "config" else f"{tag}.txt")
+
+    def finalize(self, status: str = "success") -> None:
+        """Lightning's end of a fit or test; an interruption (Ctrl-C, SIGTERM) is KILLED, not FAILED.
+        The run's last word is :meth:`close_with_record`'s."""
+        import sys
+
+        super().finalize("KILLED" if status == "failed" and isinstance(sys.exc_info()[1], KeyboardInterrupt) else status)
+
+    def close_with_record(self, record: dict[str, Any], results_file: Path) -> None:
+        """results.json (and the best checkpoint) as artifacts, and the job's outcome as the status."""
+        if not self._initialized or self.run_id is None:  # the job failed before the run started
+            return
+        client = self.experiment
+        client.log_artifact(self.run_id, str(results_file))
+        best = record.get("best_checkpoint")
+        if self.log_best_checkpoint and best and Path(best).is_file():
+            client.log_artifact(self.run_id, best, "checkpoints")
+        status = "FINISHED" if record.get("status") == "ok" else "KILLED" if "signal" in record else "FAILED"
+        client.set_terminated(self.run_id, status)
+        log.info("MLflow run %s (%s) in experiment %r: %s", self._run_name, self.run_id, self._experiment_name, status)

@@ -1,0 +1,159 @@
+"""After the experiment: predict new files (mode=predict predict.inputs=PATH) from a checkpoint."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_cfg, run_job
+
+from experiments.errors import ConfigError
+
+QUICK = ["trainer.max_epochs=1", "+trainer.limit_train_batches=4", "logger=none"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A small_cnn trained one short epoch on digits: its best checkpoint (the run dir beside it)."""
+    run = tmp_path_factory.mktemp("trained")
+    cfg = compose_cfg(run, *QUICK)
+    from omegaconf import OmegaConf
+
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")  # as run.py leaves it beside the checkpoints
+    record = run_job(cfg)
+    return Path(record["best_checkpoint"])
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def digits_pngs(folder: Path, count: int) -> torch.Tensor:
+    """The first ``count`` scikit-learn digits saved as 8x8 grey PNGs; returns them as [0, 1] tensors."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images[:count] / 16.0
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        Image.fromarray(np.round(image * 255).astype(np.uint8), mode="L").save(folder / f"digit{i}.png")
+    return torch.tensor(images, dtype=torch.float32)[:, None]
+
+
+def model_probabilities(ckpt: Path, images: torch.Tensor) -> torch.Tensor:
+    """What the checkpoint's model gives ``images`` prepared by its data's evaluation transform."""
+    from experiments.build import build_components
+    from experiments.from_checkpoint import config_for_checkpoint
+
+    cfg, _ = config_for_checkpoint(compose_cfg(ckpt.parent.parent / "ref", "mode=predict", f"ckpt_path={ckpt}"), [])
+    parts = build_components(cfg)
+    parts.module.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
+    transform = parts.datamodule.build_transform(train=False)
+    with torch.no_grad():
+        return torch.softmax(parts.model.eval()(transform(images)), dim=1)
+
+
+def test_predict_a_folder_of_new_images_with_a_broken_file(tmp_path, trained, caplog):
+    images = digits_pngs(tmp_path / "new", 5)
+    (tmp_path / "new" / "broken.png").write_bytes(b"not an image at all")
+    cfg = compose_cfg(tmp_path / "predict", "mode=predict", f"ckpt_path={trained}", f"predict.inputs={tmp_path / 'new'}",
+                      "predict.top_k=3")
+    record = run_job(cfg)
+    assert record["status"] == "ok" and record["num_predictions"] == 6 and record["num_undecodable"] == 1
+    rows = {Path(r["input"]).name: r for r in read_rows(tmp_path / "predict" / "predictions.csv")}
+    assert "cannot decode" in rows["broken.png"]["error"] and rows["broken.png"]["predicted"] == ""
+    assert "1 of 6 inputs could not be decoded" in caplog.text
+    expected = model_probabilities(trained, images)
+    for i in range(5):
+        row = rows[f"digit{i}.png"]
+        assert row["predicted"] == row["top1"] == str(int(expected[i].argmax())) and row["error"] == ""
+        tops = [float(row[f"top{k}_probability"]) for k in (1, 2, 3)]
+        assert tops == sorted(tops, reverse=True) and "top4" not in row
+        assert float(row["probability"]) == pytest.approx(float(expected[i].max()), abs=0.01)  # 8-bit PNG rounding
+    assert (tmp_path / "predict" / "predictions.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: root / "nowhere", r"predict.inputs=.*: no such file or folder"),
+    (lambda root: root.joinpath("empty").mkdir() or root / "empty", r"holds no input files"),
+    (lambda root: root.joinpath("texts.txt").write_text("a text\n") and root / "texts.txt", r"is a text file, but this run's model takes images"),
+], ids=["missing", "empty-folder", "text-for-an-image-model"])
+def test_bad_inputs_are_refused_before_the_model_is_built(tmp_path, trained, make, message):
+    from experiments.tasks import predict
+
+    cfg = compose_cfg(tmp_path / "predict", "mode=predict", f"ckpt_path={trained}", f"predict.inputs={make(tmp_path)}")
+    with pytest.raises(ConfigError, match=message):
+        predict(cfg)
+    assert not (tmp_path / "predict" / "predictions.csv").exists()
+
+
+# -- mode=export ------------------------------------------------------------------------------------
+def export_run(tmp_path: Path, ckpt: Path, *overrides: str) -> dict:
+    return run_job(compose_cfg(tmp_path, "mode=export", f"ckpt_path={ckpt}", *overrides))
+
+
+def test_onnx_export_matches_pytorch_and_carries_its_preprocessing(tmp_path, trained, capsys):
+    onnx = pytest.importorskip("onnx")
+    import onnxruntime
+
+    record = export_run(tmp_path, trained)
+    assert record["status"] == "ok" and record["export"]["format"] == "onnx"
+    assert record["export"]["max_logit_difference"] <= record["export"]["tolerance"] == 1e-3
+    assert "largest logit difference to PyTorch" in capsys.readouterr().out
+    path = Path(record["export"]["path"])
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert eval(meta["class_names"]) == [str(i) for i in range(10)] and meta["channels"] == "1"
+    assert meta["source_run"] == str(trained.parent.parent.resolve()) and meta["mean"] != "null"
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):  # the batch axis is dynamic
+        assert session.run(None, {"input": np.zeros((batch, 1, 8, 8), np.float32)})[0].shape == (batch, 10)
+
+
+def test_an_export_beyond_the_tolerance_is_refused(tmp_path, trained):
+    record_dir = tmp_path / "strict"
+    with pytest.raises(SystemExit):
+        export_run(record_dir, trained, "export.tolerance=1e-30")  # onnxruntime sums in another order
+    from experiments.results import read_results
+
+    assert "above export.tolerance=1e-30" in read_results(record_dir)["error"]
+
+
+def test_safetensors_export_rebuilds_the_model_without_the_run_dir(tmp_path, trained):
+    import shutil
+
+    from experiments.export import load_exported_model
+
+    record = export_run(tmp_path / "st", trained, "export.format=safetensors")
+    assert record["export"]["max_logit_difference"] == 0.0
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(Path(record["export"]["path"]).parent, moved)
+    model = load_exported_model(moved / "model.safetensors")
+    x = torch.rand(4, 1, 8, 8)
+    reference = model_probabilities(trained, x)
+    assert torch.allclose(torch.softmax(model(model_input(moved, x)), dim=1), reference, atol=1e-6)
+
+
+def model_input(folder: Path, images: torch.Tensor) -> torch.Tensor:
+    """``images`` prepared as model.json says: (x - mean) / std."""
+    import json
+
+    config = json.loads((folder / "model.json").read_text())
+    mean, std = (torch.tensor(config[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+    return (images - mean) / std
+
+
+@pytest.mark.slow  # one short fit per family
+@pytest.mark.parametrize("model", ["model=resnet18", "model=timm_resnet18", "model=efficientnet_lite0", "model=small_resnet"])
+def test_every_image_family_exports_to_onnx_within_the_tolerance(tmp_path, model):
+    pytest.importorskip("onnxruntime")
+    overrides = [model, *(["model.pretrained=false"] if "resnet18" in model else []), "trainer.max_epochs=1",
+                 "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1",
+                 "logger=none", "data.eval_batch_size=8"]
+    ckpt = Path(run_job(compose_cfg(tmp_path / "run", *overrides))["best_checkpoint"])
+    record = export_run(tmp_path / "export", ckpt, *overrides, "export.check_batches=1")
+    assert record["status"] == "ok" and record["export"]["max_logit_difference"] <= 1e-3
