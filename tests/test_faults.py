@@ -23,6 +23,9 @@ from PIL import Image
 
 from experiments.results import read_results
 
+#: two image folders as domains, the target's folder name to be appended (``files`` makes them)
+DA_FOLDERS = "data=da_folders adapt=dann model=small_cnn data.source.root={files}/da/source data.target.root={files}/da/"
+
 #: id -> (overrides, the error's type and first words as a regular expression)
 CASES = {
     "batch-size-zero": ("data.batch_size=0", r"ConfigError: data\.batch_size=0 is invalid"),
@@ -85,6 +88,14 @@ CASES = {
     "adapt-key-unknown": ("data=da_pair adapt=dann +adapt.foo=1", r"ConfigError: adapt\.foo is not an argument of .*DANN \(it takes: "),
     "finetune-key-unknown": ("+finetune.foo=1", r"ConfigError: finetune\.foo is not an argument of .*Full \(it takes: "),
     "overwrite-not-bool": ("overwrite=yes", r"ConfigError: overwrite='yes' is invalid: expected true or false"),
+    "text-model-on-images": ("model=hf_text", r"ModelError: model\.name=minilm is a text model: it takes the token ids "
+                             r"of texts, but data=digits gives images .*model=small_cnn"),
+    "target-objective-without-labels": (DA_FOLDERS + "unlabelled objective=val/target_acc",
+                                        r"ConfigError: objective=val/target_acc is not logged by this run: .*this target "
+                                        r"has none .*objective=val/target_im"),
+    "domains-classes-differ": (DA_FOLDERS + "other",
+                               r"ConfigError: the source domain's classes \(source_folder\) are \['cat', 'dog'\] but "
+                               r"the target's \(target_folder\) are \['bird', 'cat'\]: classes are matched by name"),
 }
 
 
@@ -112,6 +123,11 @@ def files(tmp_path_factory) -> Path:
         for i in range(6):
             Image.new("RGB", (12, 12), (40 * i, 0, 0)).save(root / "images" / name / f"{i}.png")
     (root / "flat").mkdir()
+    for domain, classes in (("source", ("cat", "dog")), ("other", ("bird", "cat")), ("unlabelled", ("",))):
+        for name in classes:
+            (root / "da" / domain / name).mkdir(parents=True, exist_ok=True)
+            for i in range(4):
+                Image.new("RGB", (12, 12), (60 * i, 0, 0)).save(root / "da" / domain / name / f"{i}.png")
     matrix, labels = synthetic_sparse_classification(120, 300, density=0.02, n_classes=3, seed=0)
     dump_svmlight_file(matrix, labels, str(root / "rows.svm"))
     return root
@@ -283,6 +299,7 @@ def test_every_row_of_the_reliability_table_names_a_test_that_exists():
             assert case[1:-1] in CASES, row
     for case in CASES:
         assert f"[{case}]" in doc, f"{case} has no row in docs/reliability.md"
+    assert f"lists {len(rows)} inputs and faults" in (ROOT / "README.md").read_text()  # the README's count
 
 
 def test_an_interrupted_record_has_only_documented_keys(tmp_path):
