@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg
+from conftest import compose_cfg, run_job
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -249,6 +249,25 @@ def test_every_method_runs_reloads_and_logs_both_domains(tmp_path, method):
                                            f"ckpt_path={record['best_checkpoint']}"))
     for key in ("test/source_acc", "test/target_acc", "val/target_acc", "test/proxy_a_distance"):
         assert reloaded["metrics"][key] == pytest.approx(metrics[key], abs=1e-6), key
+
+
+def test_a_domain_adaptation_checkpoint_starts_another_run_as_model_weights(tmp_path):
+    """model.weights=<an adaptation run's checkpoint> loads the network that run evaluated (a mean
+    teacher's EMA copy), backbone and head, and leaves the method's parts out."""
+    from experiments.models.weights import read_state_dict
+    from experiments.tasks import train
+
+    train(compose_cfg(tmp_path / "da", *TINY, "adapt=mean_teacher", NO_FIGURES))
+    checkpoint = tmp_path / "da" / "checkpoints" / "last.ckpt"
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    loaded = read_state_dict(checkpoint)
+    teacher = {k[len("adapt.teacher."):]: v for k, v in saved.items() if k.startswith("adapt.teacher.")}
+    assert loaded.keys() == teacher.keys() and any(k.startswith("head.") for k in loaded)
+    assert all(torch.equal(loaded[k], teacher[k]) for k in teacher)
+    assert any(not torch.equal(saved[f"model.{k}"], teacher[k]) for k in teacher if k.endswith("weight"))  # not the student
+    follow = run_job(compose_cfg(tmp_path / "next", f"model.weights={checkpoint}",
+                                 "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "logger=none"))
+    assert follow["status"] == "ok" and follow["weights"] == f"file:{checkpoint}"
 
 
 def test_the_oracle_reads_the_target_labels(tmp_path):

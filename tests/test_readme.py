@@ -111,7 +111,7 @@ def test_results_table_matches_a_real_record(tmp_path):
     assert set(record) <= documented, f"undocumented keys: {set(record) - documented}"
     # failures, interruptions, test, predict, DA
     only_elsewhere = {"error", "signal", "resume", "global_step", "checkpoint", "predictions", "num_predictions", "adapt",
-                      "num_undecodable", "predictions_figure", "export", "published"}
+                      "num_undecodable", "predictions_figure", "export", "published"}  # published: publish= only
     assert documented - only_elsewhere <= set(record), f"documented but not written: {documented - only_elsewhere - set(record)}"
 
 

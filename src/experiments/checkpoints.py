@@ -95,11 +95,30 @@ def check_matches(checkpoint: dict[str, Any], module: torch.nn.Module, path: str
         details.append(f"{len(missing)} tensors missing (e.g. {missing[:2]})")
     if unexpected:
         details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+    if not clashes and all(k.startswith("adapt.") for k in missing + unexpected):
+        written_with = _adapt_method_of(path)
+        fix = (f"written with adapt={written_with}: give adapt={written_with}" if written_with else
+               "written with another adapt= method: give that one (its run's results.json, beside checkpoints/, "
+               "names it under adapt.method)")
+        raise CheckpointError(f"ckpt_path={str(path)!r} does not fit this run's adaptation method: "
+                              f"{', '.join(details)}. The model fits; the checkpoint was {fix}")
     raise CheckpointError(
         f"ckpt_path={str(path)!r} does not fit model {model_name}: {', '.join(details)}. It was "
         "written by another architecture or data set: drop the model=/data= overrides so the run's "
         "saved config (.hydra/config.yaml beside checkpoints/) rebuilds the same model"
     )
+
+
+def _adapt_method_of(path: str | os.PathLike) -> str | None:
+    """The adapt= method of the run that wrote the checkpoint, from its results.json (the run dir
+    holds ``checkpoints/``), or None when that record is not there."""
+    import json
+
+    record = Path(path).resolve().parent.parent / "results.json"
+    try:
+        return json.loads(record.read_text())["adapt"]["method"]
+    except (OSError, ValueError, KeyError, TypeError):  # no record, or one of a run without adapt=
+        return None
 
 
 def checkpoint_progress(path: str | os.PathLike) -> dict[str, int] | None:
@@ -185,8 +204,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # EFBIG: a file-size limit
                 raise CheckpointError(
                     f"the disk is full (no space left): writing {path} failed ({err.strerror}); the previous "
-                    f"checkpoint there is kept. Free space on {path.parent} (or move the run with "
-                    "paths.output_dir=...) and resume with ckpt_path=<run dir>/checkpoints/last.ckpt"
+                    f"checkpoint there is kept. Free space on {path.parent} and resume with ckpt_path="
+                    f"{path.parent / 'last.ckpt'} (a resume may write elsewhere: paths.output_root=DIR)"
                 ) from err
             raise
         except BaseException:

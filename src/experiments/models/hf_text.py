@@ -166,6 +166,10 @@ def build(name: str, num_classes: int, pretrained: bool = True, offline: bool = 
     return ModelSpec(net, "head", ordinal.__getitem__, preprocessing, info)
 
 
+#: what the model takes (a data option's ``input_kind`` must match it: build.check_takes_texts)
+build.input_kind = "text"
+
+
 def _download_tokenizer(path: str):
     from transformers import AutoTokenizer
 

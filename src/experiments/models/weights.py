@@ -84,9 +84,29 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             break
     if not isinstance(obj, dict):
         raise WeightsError(f"model.weights={str(path)!r} holds a {type(obj).__name__}, not a state dict")
-    if path.suffix == ".ckpt" and all(k.startswith("model.") for k in obj):
-        obj = {k[len("model.") :]: v for k, v in obj.items()}
+    if path.suffix == ".ckpt":
+        obj = evaluated_network(obj, path)
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+#: where a checkpoint of this framework holds the network its run evaluated, first match wins: a
+#: mean teacher's EMA copy (what its validation and test scored), else the module's TransferModel
+EVALUATED_PREFIXES = ("adapt.teacher.", "model.")
+
+
+def evaluated_network(state: dict, path: Path) -> dict:
+    """The backbone and head of a Lightning checkpoint of this framework, without the ``model.``
+    prefix; a domain-adaptation checkpoint's method parts (a domain discriminator, a student) are
+    left out and logged. A state dict of another layout is returned unchanged."""
+    for prefix in EVALUATED_PREFIXES:
+        network = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if network and all(k.startswith(("backbone.", "head.")) for k in network):
+            left = sorted({".".join(k.split(".")[:2]) for k in state if not k.startswith(prefix)})
+            if left:
+                log.info("weights %s: the network %s is loaded; %s left out (the adaptation method's)",
+                         path, prefix.rstrip(".") or "model", left)
+            return network
+    return state
 
 
 def to_transfer_layout(state: dict[str, torch.Tensor], native_head: str) -> dict[str, torch.Tensor]:
