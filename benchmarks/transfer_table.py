@@ -196,18 +196,22 @@ def markdown(results: list[dict], header: str) -> str:
                   "| cell | " + " | ".join(columns) + " | best | guidance | auto chose (prior -> trained) |",
                   "|---|" + "---|" * (len(columns) + 3)]
         for cell in [c for c in cells if c.startswith(f"{pair}:")]:
-            ranked = [c for c in columns if c != "scratch-2x"]
-            means = {c: statistics.fmean(r["test_acc"] for r in rows) for c in ranked if (rows := _rows(results, cell, c))}
+            # scratch-2x ranks too: scratch's own budget may be the larger one (fine-tuning's is fixed)
+            means = {c: statistics.fmean(r["test_acc"] for r in rows) for c in columns if (rows := _rows(results, cell, c))}
             best = max(means, key=means.get) if means else None
             row = []
+            seeds = len({r["seed"] for r in results if r["cell"] == cell})
             for c in columns:
                 rows = _rows(results, cell, c)
                 text = mean_std([r["test_acc"] for r in rows], scale=100, digits=1)
-                steps = sorted({r["steps"] for r in rows})
-                text = f"{text} ({'/'.join(map(str, steps))})" if rows else "-"
+                steps = "/".join(map(str, sorted({r["steps"] for r in rows})))
+                fewer = f"; {len(rows)} of {seeds} seeds" if len(rows) < seeds else ""
+                text = f"{text} ({steps}{fewer})" if rows else "-"
                 row.append(f"**{text}**" if c == best else text)
             sample = next(r for r in results if r["cell"] == cell)
             guide = GUIDANCE[(PAIRS[sample["pair"]].domain[sample["target"]], sample["size"])]
+            if guide == "scratch" and "scratch-2x" in means and means["scratch-2x"] > means.get("scratch", -1):
+                guide = "scratch-2x"
             autos = [r["auto"] for r in _rows(results, cell, "auto")]
             chose = ", ".join(sorted({f"{a['prior']} -> {a['strategy']}" for a in autos})) or "-"
             lines.append(f"| {cell} | " + " | ".join(row) + f" | {best or '-'} | {guide}: {_within(means, best, guide)} "
