@@ -23,7 +23,7 @@ from experiments.results import read_results
         ("trainer.precision=fp16", r"trainer\.precision='fp16' is invalid: expected one of 32-true"),
         ("scheduler=step scheduler.step_size=0", r"scheduler\.step_size=0 is invalid"),
         ("data.val_fraction=0.5 data.test_fraction=0.5", r"leave no training data"),
-        ("finetune=lp_ft finetune.probe_epochs=abc", r"finetune\.probe_epochs='abc' is invalid: expected an integer"),
+        ("finetune=lp_ft finetune.probe_epochs=abc", r"finetune\.probe_epochs='abc' is invalid: expected null \(a quarter of the run\) or an integer"),
         ("finetune=gradual finetune.unfreeze_every=50 trainer.max_epochs=2", r"no block ever thaws"),
     ],
 )
