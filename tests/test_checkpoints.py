@@ -89,3 +89,33 @@ def test_a_resumed_run_with_frozen_blocks_ends_with_the_uninterrupted_runs_weigh
     raw = torch.load(part / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert "model.backbone.layer1.0.conv1.weight" not in raw["state_dict"]  # frozen: in the frozen file
     assert "model.backbone.layer4.0.conv1.weight" in raw["state_dict"]  # trained
+
+
+def test_only_tensors_equal_to_the_start_are_noted_unchanged():
+    """BatchNorm statistics that update (its kernel does not move the version counter), a frozen
+    weight written in place and a parameter that thawed are all left out of the note."""
+    import lightning as L
+
+    from experiments.frozen_tensors import UNCHANGED_KEY, UnchangedTensors
+
+    module = L.LightningModule()
+    module.frozen, module.thawing, module.norm = torch.nn.Linear(600, 600), torch.nn.Linear(600, 600), torch.nn.BatchNorm1d(600)
+    for p in [*module.frozen.parameters(), *module.thawing.parameters()]:
+        p.requires_grad_(False)
+    callback = UnchangedTensors()
+    callback.on_train_start(None, module)
+
+    def note() -> set[str]:
+        checkpoint = {"state_dict": module.state_dict()}
+        callback.on_save_checkpoint(None, module, checkpoint)
+        return set(checkpoint.get(UNCHANGED_KEY, []))
+
+    trained = {"norm.weight", "norm.bias"}  # parameters with gradients are never noted
+    assert note() == set(module.state_dict()) - trained  # nothing moved yet
+    module.norm(torch.randn(8, 600))  # training mode: running statistics update
+    module.thawing.weight.requires_grad_(True)
+    assert note() == {"frozen.weight", "frozen.bias", "thawing.bias"}
+    with torch.no_grad():
+        module.frozen.bias.add_(1.0)
+    module.thawing.weight.requires_grad_(False)  # frozen again: it may have trained, so it stays out
+    assert note() == {"frozen.weight", "thawing.bias"}

@@ -4,16 +4,19 @@ While a block is frozen (its BatchNorm statistics too) its tensors are the very 
 started from, so writing them into every epoch's checkpoint (45 MB for resnet18, of which a
 classifier_only run trains 5,130 numbers) repeats the same bytes. The design:
 
-- **What counts as frozen is observed, bit for bit.** :class:`UnchangedTensors` (a callback)
-  keeps, when training starts, a copy of the tensors that no optimizer will train then (parameters
-  without gradients, and the buffers: BatchNorm statistics, an EMA teacher), on their device; at
-  each save it lists those still equal to their copy (one comparison per tensor, one device sync
-  for all) and forgets the ones that changed (a block that thawed). This holds for every strategy,
-  domain-adaptation method and BatchNorm mode without asking any of them. Cheaper signals were
-  tried and refused: the in-place version counter misses BatchNorm's running statistics and fused
-  optimizers (their kernels write without bumping it), and ``requires_grad`` misses an EMA teacher
-  and BatchNorm statistics of trained blocks. The cost is one copy of the frozen tensors in memory
-  and a comparison per save (a few milliseconds for resnet18 on a CPU).
+- **What counts as frozen is checked, never assumed from the strategy.** :class:`UnchangedTensors`
+  (a callback) takes, when training starts, the tensors that no optimizer trains then:
+  *parameters without a gradient*, noted by their storage and in-place version counter, and
+  *buffers* (BatchNorm statistics, counters), copied. At each save a parameter counts as unchanged
+  while it never had ``requires_grad`` since the start (checked at every epoch start and save) and
+  its version counter has not moved (an optimizer only touches parameters with gradients; any
+  other in-place write moves the counter); a buffer counts as unchanged while it equals its copy
+  bit for bit (one comparison for all, one device sync). A tensor that fails once (a block that
+  thawed, statistics that updated, an EMA teacher) is written in full from then on. Buffers are
+  compared rather than trusted because BatchNorm's kernels update running statistics without
+  moving the counter; parameters are not compared because a copy of a frozen backbone would double
+  its memory and the comparison cost ~20 ms a save (resnet18 on a CPU), more than the epoch of a
+  cached head. Writing through ``tensor.data`` would bypass the counter; nothing here does.
 - **The frozen tensors go into one file per run, in the run's own folder**:
   ``checkpoints/frozen-<sha256 prefix>.safetensors``, written atomically at the first save of a
   run by the checkpoint writer (``checkpoints.AtomicCheckpointIO``), named by its content. Each
@@ -51,31 +54,41 @@ MIN_FROZEN_BYTES = 1 << 20
 
 class UnchangedTensors(L.Callback):
     """Notes in each checkpoint (``unchanged_since_start``) the state-dict keys whose tensors are
-    bit for bit those training started with, when they add up to at least :data:`MIN_FROZEN_BYTES`.
+    those training started with, when they add up to at least :data:`MIN_FROZEN_BYTES`.
 
     The note is a list of names: a writer that does not know it stores the full checkpoint as usual.
     """
 
     def __init__(self) -> None:
-        self._start: dict[str, torch.Tensor] = {}
+        self._params: dict[str, tuple[torch.nn.Parameter, int, int]] = {}  # key -> (param, storage, version)
+        self._buffers: dict[str, torch.Tensor] = {}  # key -> copy at the start
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after a resume's weights were restored: a resumed run starts from them
-        frozen = {k: v for k, v in pl_module.state_dict(keep_vars=True).items()
-                  if isinstance(v, torch.Tensor) and not v.requires_grad}
-        enough = sum(v.nbytes for v in frozen.values()) >= MIN_FROZEN_BYTES
-        self._start = {k: v.detach().clone() for k, v in frozen.items()} if enough else {}
+        state = pl_module.state_dict(keep_vars=True)
+        params = {k: v for k, v in state.items() if isinstance(v, torch.nn.Parameter) and not v.requires_grad}
+        buffers = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and not isinstance(v, torch.nn.Parameter)}
+        if sum(v.nbytes for v in [*params.values(), *buffers.values()]) < MIN_FROZEN_BYTES:
+            params, buffers = {}, {}
+        self._params = {k: (v, v.data_ptr(), v._version) for k, v in params.items()}
+        self._buffers = {k: v.detach().clone() for k, v in buffers.items()}
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._drop_trainable()
+
+    def _drop_trainable(self) -> None:
+        """A parameter that may have trained is never taken as unchanged again."""
+        self._params = {k: entry for k, entry in self._params.items() if not entry[0].requires_grad}
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._drop_trainable()
         state = checkpoint.get("state_dict", {})
-        keys = [k for k, v in self._start.items() if k in state and state[k].shape == v.shape and state[k].dtype == v.dtype]
-        if not keys:
-            return
-        equal = torch.stack([torch.eq(state[k], self._start[k]).all() for k in keys]).tolist()
-        for key, same in zip(keys, equal):
-            if not same:  # changed once, never the start again: stop comparing it
-                del self._start[key]
-        unchanged = [k for k, same in zip(keys, equal) if same]
+        self._params = {k: (param, ptr, version) for k, (param, ptr, version) in self._params.items()
+                        if k in state and state[k].data_ptr() == ptr and state[k]._version == version}
+        keys = [k for k, v in self._buffers.items() if k in state and state[k].shape == v.shape and state[k].dtype == v.dtype]
+        equal = torch.stack([torch.eq(state[k], self._buffers[k]).all() for k in keys]).tolist() if keys else []
+        self._buffers = {k: self._buffers[k] for k, same in zip(keys, equal) if same}  # changed once: never the start again
+        unchanged = [*self._params, *self._buffers]
         if sum(state[k].nbytes for k in unchanged) >= MIN_FROZEN_BYTES:
             checkpoint[UNCHANGED_KEY] = unchanged
 
