@@ -43,6 +43,7 @@ HEAD_ONLY = ["model=resnet18", "data.image_size=32", "data.train_fraction=0.3", 
 def test_a_frozen_backbone_is_written_once_and_checked_when_loaded(tmp_path):
     from experiments.checkpoints import read_checkpoint
     from experiments.errors import CheckpointError
+    from experiments.models.weights import read_state_dict
     from experiments.tasks import evaluate_checkpoint
 
     records = {setting: run_job(compose_cfg(tmp_path / setting, *HEAD_ONLY, f"checkpoint.reference_frozen={setting}"))
@@ -57,6 +58,9 @@ def test_a_frozen_backbone_is_written_once_and_checked_when_loaded(tmp_path):
     restored, everything = read_checkpoint(last)["state_dict"], read_checkpoint(full)["state_dict"]
     assert restored.keys() == everything.keys() and all(torch.equal(restored[k], everything[k]) for k in everything)
     assert records["true"]["metrics"] == records["false"]["metrics"]
+    as_weights = read_state_dict(last)  # what model.weights=<run>/checkpoints/last.ckpt loads
+    assert as_weights.keys() == {k.removeprefix("model.") for k in restored}
+    assert all(torch.equal(v, restored["model." + k]) for k, v in as_weights.items())
 
     best = records["true"]["best_checkpoint"]
 
@@ -69,6 +73,8 @@ def test_a_frozen_backbone_is_written_once_and_checked_when_loaded(tmp_path):
     frozen[0].write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="content differs"):
         test_mode()
+    with pytest.raises(CheckpointError, match="content differs"):
+        read_state_dict(last)
     frozen[0].unlink()
     with pytest.raises(CheckpointError, match="is missing"):
         read_checkpoint(last)
