@@ -1,6 +1,6 @@
 """How close an epoch comes to its compute: the limit, a plain loop, and the framework, side by side.
 
-    python benchmarks/limit.py [--epochs 6] [--repeats 2] [--workloads default resnet18_32 cached_head]
+    python benchmarks/limit.py [--epochs 6] [--repeats 2] [--workloads default resnet18_32 cached_head da]
         [--accelerator cpu|gpu] [overrides ...]
 
 For each workload, per-epoch medians (the first epoch left out) of
@@ -12,7 +12,12 @@ For each workload, per-epoch medians (the first epoch left out) of
 and the ratios c/a and c/b. The ``default`` workload also runs the framework with
 ``data.batched=false`` (items fetched and preprocessed one at a time, the earlier path); the
 ``cached_head`` workload (a frozen resnet18 with its features cached) also runs uncached
-(``finetune.cache_features=false``). Every measurement runs in this one process, alternating the
+(``finetune.cache_features=false``). The ``da`` workload is the domain-adaptation preset
+(``experiment=da_digits_m``: mean teacher, LeNet-BN, digits -> digits_m, source augmentation on the
+device) cut to 20 steps an epoch: its limit puts batches of both domains, collated and augmented
+once beforehand, through the method's own step (``AdaptationMethod.training_step``, backward,
+optimizer step, the teacher's update) and validates the evaluated network on both domains; its
+plain loop does the same over the framework's two training loaders and its device augmentation. Every measurement runs in this one process, alternating the
 order between repeats. The last lines read ``<workload>: framework/limit 1.23x, framework/plain 1.05x``.
 """
 
@@ -30,13 +35,15 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from _common import QUIET, EpochTimer, compose_cfg, median_after_first
-from experiments.build import model_from_config
+from experiments.build import build_components, model_from_config
+from experiments.datamodules.domain_pair import as_domain_batch
 from experiments.tasks import train
 
 WORKLOADS: dict[str, list[str]] = {
     "default": [],
     "resnet18_32": ["model=resnet18", "data.image_size=32", "finetune=scratch"],
     "cached_head": ["model=resnet18", "data.image_size=32", "finetune=classifier_only"],
+    "da": ["experiment=da_digits_m", "trainer.limit_train_batches=20"],
 }
 
 
@@ -83,6 +90,75 @@ def _features(model, loader, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(model.forward_features(x.to(device)), y.to(device)) for x, y in loader]
 
 
+def _domain_epochs(cfg, device: torch.device, batches: Callable[[int], tuple]) -> list[float]:
+    """Seconds of each epoch of a hand-written domain-adaptation loop over ``batches(epoch, pair) ->
+    (train, val)``: train an iterable of DomainBatch, val one of (x, y) batches of both domains."""
+    parts = build_components(cfg)
+    module, method, model = parts.module.to(device), parts.module.adapt, parts.module.model
+    optimizer = instantiate(cfg.optimizer)([p for p in module.parameters() if p.requires_grad])
+    total = cfg.trainer.max_epochs * cfg.trainer.limit_train_batches
+    times, step = [], 0
+    for epoch in range(cfg.trainer.max_epochs):
+        start = time.perf_counter()
+        train_batches, val_batches = batches(epoch, parts.datamodule)
+        module.train()
+        method.on_train_epoch_start(model, epoch)
+        for batch in train_batches:
+            optimizer.zero_grad(set_to_none=True)
+            method.training_step(model, batch, step / total, module.classification_loss).loss.backward()
+            optimizer.step()
+            method.after_optimizer_step(model)
+            step += 1
+        module.eval()
+        correct = torch.zeros((), device=device)
+        with torch.no_grad():
+            for x, y in val_batches:
+                correct += (module(x.to(device)).argmax(1) == y.to(device)).sum()
+        correct.item()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _domain_batches(pair, device: torch.device, epoch: int, steps: int):
+    """The pair's training batches of ``epoch`` on ``device``, augmented as the framework does."""
+    loaders = pair.train_dataloader().iterables
+    for loader in loaders.values():
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+    iterators = {name: iter(loader) for name, loader in loaders.items()}
+    for _ in range(steps):  # the shorter domain cycles (max_size_cycle), the longer is cut at ``steps``
+        batch = {}
+        for name, loader in loaders.items():
+            try:
+                batch[name] = next(iterators[name])
+            except StopIteration:
+                iterators[name] = iter(loader)
+                batch[name] = next(iterators[name])
+        moved = {"source": [t.to(device) for t in batch["source"]], "target": batch["target"].to(device)}
+        yield as_domain_batch(moved, pair, epoch)
+
+
+def _domain_val(pair) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [batch for loader in pair.val_dataloader() for batch in loader]
+
+
+def domain_limit(cfg, device: torch.device) -> list[float]:
+    held: dict[str, list] = {}
+
+    def batches(epoch: int, pair):
+        if not held:  # collated and augmented once, held on the device
+            held["train"] = list(_domain_batches(pair, device, 0, cfg.trainer.limit_train_batches))
+            held["val"] = [(x.to(device), y.to(device)) for x, y in _domain_val(pair)]
+        return held["train"], held["val"]
+
+    return _domain_epochs(cfg, device, batches)
+
+
+def domain_plain_loop(cfg, device: torch.device) -> list[float]:
+    return _domain_epochs(cfg, device, lambda epoch, pair: (
+        _domain_batches(pair, device, epoch, cfg.trainer.limit_train_batches), _domain_val(pair)))
+
+
 def compute_limit(cfg, device: torch.device) -> list[float]:
     model, train_loader, val_loader = _prepare(cfg, device)
     if _head_only(cfg):  # the head alone over features computed once
@@ -117,9 +193,10 @@ def framework(cfg) -> list[float]:
 
 
 def measure(name: str, overrides: list[str], args, device: torch.device, tmp: Path) -> dict[str, float]:
+    domains = name == "da"
     variants: dict[str, tuple[list[str], Callable]] = {
-        "limit": ([], lambda cfg: compute_limit(cfg, device)),
-        "plain": ([], lambda cfg: plain_loop(cfg, device)),
+        "limit": ([], lambda cfg: (domain_limit if domains else compute_limit)(cfg, device)),
+        "plain": ([], lambda cfg: (domain_plain_loop if domains else plain_loop)(cfg, device)),
         "framework": ([], framework),
     }
     if name == "default":

@@ -9,6 +9,7 @@ import torch
 from conftest import compose_cfg, run_job
 from torch.utils.data import Subset, TensorDataset
 
+from experiments.checkpoints import read_checkpoint
 from experiments.config import validate
 from experiments.errors import ConfigError
 from experiments.finetune.auto import strategy_from_config
@@ -199,7 +200,7 @@ def test_auto_end_to_end_records_its_analysis_and_trains_the_chosen_strategy(tmp
 
     named_run = run_job(compose_cfg(tmp_path / "named", *common, "finetune=partial", "finetune.n_blocks=1"))
     assert auto_run["metrics"] == named_run["metrics"]  # the same run, bit for bit
-    weights = [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    weights = [read_checkpoint(tmp_path / run / "checkpoints" / "last.ckpt")["state_dict"]
                for run in ("auto", "named")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 

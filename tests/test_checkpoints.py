@@ -33,3 +33,95 @@ def test_a_checkpoint_every_other_epoch(tmp_path):
     run_job(compose_cfg(tmp_path, "trainer.max_epochs=3", "logger=none", "callbacks.last_checkpoint.every_n_epochs=2"))
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["epoch"] == 1  # written after epochs 2 only (index 1), not after epoch 3
+
+
+HEAD_ONLY = ["model=resnet18", "data.image_size=32", "data.train_fraction=0.3", "finetune=classifier_only",
+             "finetune.head_fit=none", "logger=none", "callbacks.test_figures=null", "+trainer.limit_val_batches=2",
+             "+trainer.limit_test_batches=2"]
+
+
+def test_a_frozen_backbone_is_written_once_and_checked_when_loaded(tmp_path):
+    from experiments.checkpoints import read_checkpoint
+    from experiments.errors import CheckpointError
+    from experiments.models.weights import read_state_dict
+    from experiments.tasks import evaluate_checkpoint
+
+    records = {setting: run_job(compose_cfg(tmp_path / setting, *HEAD_ONLY, f"checkpoint.reference_frozen={setting}"))
+               for setting in ("true", "false")}
+    folder = tmp_path / "true" / "checkpoints"
+    last, full = folder / "last.ckpt", tmp_path / "false" / "checkpoints" / "last.ckpt"
+    frozen = list(folder.glob("frozen-*.safetensors"))
+    assert len(frozen) == 1 and frozen[0].stat().st_size > 40e6  # the resnet18 backbone, once
+    assert last.stat().st_size < 1e6 < 40e6 < full.stat().st_size  # the head and its optimizer state only
+    raw = torch.load(last, map_location="cpu", weights_only=True)
+    assert sorted(raw["state_dict"]) == ["model.head.bias", "model.head.weight"]
+    restored, everything = read_checkpoint(last)["state_dict"], read_checkpoint(full)["state_dict"]
+    assert restored.keys() == everything.keys() and all(torch.equal(restored[k], everything[k]) for k in everything)
+    assert records["true"]["metrics"] == records["false"]["metrics"]
+    as_weights = read_state_dict(last)  # what model.weights=<run>/checkpoints/last.ckpt loads
+    assert as_weights.keys() == {k.removeprefix("model.") for k in restored}
+    assert all(torch.equal(v, restored["model." + k]) for k, v in as_weights.items())
+
+    best = records["true"]["best_checkpoint"]
+
+    def test_mode() -> dict:
+        return evaluate_checkpoint(compose_cfg(tmp_path / "test", *HEAD_ONLY, "mode=test", f"ckpt_path={best}"))
+
+    assert test_mode()["metrics"]["test/acc"] == records["true"]["metrics"]["test/acc"]
+    data = bytearray(frozen[0].read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    frozen[0].write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="content differs"):
+        test_mode()
+    with pytest.raises(CheckpointError, match="content differs"):
+        read_state_dict(last)
+    frozen[0].unlink()
+    with pytest.raises(CheckpointError, match="is missing"):
+        read_checkpoint(last)
+
+
+def test_a_resumed_run_with_frozen_blocks_ends_with_the_uninterrupted_runs_weights(tmp_path):
+    from experiments.checkpoints import read_checkpoint
+
+    common = [*HEAD_ONLY[:3], "finetune=partial", "finetune.n_blocks=1", "logger=none", "trainer.max_epochs=2",
+              "trainer.deterministic=true", "+trainer.limit_train_batches=3"]
+    run_job(compose_cfg(tmp_path / "full", *common))
+    part = tmp_path / "part"
+    run_job(compose_cfg(part, *common, "+trainer.max_steps=3"))  # stops after epoch 1
+    run_job(compose_cfg(part, *common, f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}"))
+    a, b = (read_checkpoint(run / "checkpoints" / "last.ckpt") for run in (tmp_path / "full", part))
+    assert a["global_step"] == b["global_step"] == 6
+    assert a["state_dict"].keys() == b["state_dict"].keys() and all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    raw = torch.load(part / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert "model.backbone.layer1.0.conv1.weight" not in raw["state_dict"]  # frozen: in the frozen file
+    assert "model.backbone.layer4.0.conv1.weight" in raw["state_dict"]  # trained
+
+
+def test_only_tensors_equal_to_the_start_are_noted_unchanged():
+    """BatchNorm statistics that update (its kernel does not move the version counter), a frozen
+    weight written in place and a parameter that thawed are all left out of the note."""
+    import lightning as L
+
+    from experiments.frozen_tensors import UNCHANGED_KEY, UnchangedTensors
+
+    module = L.LightningModule()
+    module.frozen, module.thawing, module.norm = torch.nn.Linear(600, 600), torch.nn.Linear(600, 600), torch.nn.BatchNorm1d(600)
+    for p in [*module.frozen.parameters(), *module.thawing.parameters()]:
+        p.requires_grad_(False)
+    callback = UnchangedTensors()
+    callback.on_train_start(None, module)
+
+    def note() -> set[str]:
+        checkpoint = {"state_dict": module.state_dict()}
+        callback.on_save_checkpoint(None, module, checkpoint)
+        return set(checkpoint.get(UNCHANGED_KEY, []))
+
+    trained = {"norm.weight", "norm.bias"}  # parameters with gradients are never noted
+    assert note() == set(module.state_dict()) - trained  # nothing moved yet
+    module.norm(torch.randn(8, 600))  # training mode: running statistics update
+    module.thawing.weight.requires_grad_(True)
+    assert note() == {"frozen.weight", "frozen.bias", "thawing.bias"}
+    with torch.no_grad():
+        module.frozen.bias.add_(1.0)
+    module.thawing.weight.requires_grad_(False)  # frozen again: it may have trained, so it stays out
+    assert note() == {"frozen.weight", "thawing.bias"}

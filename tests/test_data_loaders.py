@@ -148,3 +148,19 @@ def test_batched_fetching_works_in_loader_workers(make_cfg):
     workers = built(make_cfg, "data.shuffle=false", "data.num_workers=2")
     for (xa, ya), (xb, yb) in zip(main.train_dataloader(), workers.train_dataloader()):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_a_domain_pairs_unlabelled_target_is_fetched_a_batch_at_once_bit_for_bit(make_cfg):
+    """The target's images-only view keeps the batched fetch (one indexing and one preprocessing
+    call per batch) and serves what the item-by-item path serves, in the same seeded order."""
+    from experiments.models.core import Preprocessing
+
+    targets = {}
+    for batched in ("true", "false"):
+        pair = instantiate(make_cfg("experiment=da_digits_m", f"data.target.batched={batched}").data)
+        pair.set_preprocessing(Preprocessing(in_chans=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+        targets[batched] = pair.train_dataloader().iterables["target"]
+    assert isinstance(targets["true"].dataset.__getitems__([5, 2, 7]), torch.Tensor)  # one batch tensor
+    assert isinstance(targets["false"].dataset.__getitems__([5, 2, 7]), list)
+    for _, (a, b) in zip(range(3), zip(targets["true"], targets["false"])):
+        assert a.shape == (64, 3, 32, 32) and torch.equal(a, b)

@@ -10,6 +10,7 @@ import torch
 import torchvision
 from conftest import compose_cfg, run_job
 
+from experiments.checkpoints import read_checkpoint
 from experiments.results import read_results
 
 
@@ -48,7 +49,7 @@ def run_strategy(tmp_path, weights, *overrides, epochs=2):
         "optimizer=adam", f"trainer.max_epochs={epochs}", "+trainer.limit_train_batches=4", *overrides,
     )
     record = run_job(cfg)
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    state = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")  # frozen blocks restored from their file
     after = {k[len("model.backbone."):]: v for k, v in state["state_dict"].items() if k.startswith("model.backbone.")}
     groups = {g["name"]: g["lr"] for g in state["optimizer_states"][0]["param_groups"]}
     return record, after, groups

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.checkpoints import AtomicCheckpointIO, BackgroundCheckpointIO
+from experiments.frozen_tensors import UnchangedTensors
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.errors import ConfigError, DataError, ModelError
 from experiments.finetune.auto import AutoChoice, resolve
@@ -242,6 +243,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] = (), **settings:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     background = bool(OmegaConf.select(cfg, "checkpoint.background", default=False))
     settings.setdefault("plugins", [BackgroundCheckpointIO() if background else AtomicCheckpointIO()])
+    if OmegaConf.select(cfg, "checkpoint.reference_frozen", default=True):  # the writer's partner
+        configured.append(UnchangedTensors())
     return instantiate(cfg.trainer, callbacks=[*configured, *callbacks], logger=loggers or False, **settings)
 
 

@@ -9,7 +9,9 @@ file is and what to do: pickled code, a truncated or corrupt file, text, a ``.sa
 :class:`AtomicCheckpointIO` is the Trainer's checkpoint writer: temporary file in the same folder,
 fsync, rename. A full disk or a kill mid-write leaves the previous good file and says where; a
 model whose weights became NaN or infinite is never written (:func:`non_finite_tensors`), so
-``last.ckpt`` and the best always hold the last finite epoch.
+``last.ckpt`` and the best always hold the last finite epoch. Tensors that have not changed since
+training started are written once per run, into a frozen file beside the checkpoints, and every
+reader here restores them (hash checked): :mod:`experiments.frozen_tensors` says why and how.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from experiments.errors import CheckpointError, TrainingError
+from experiments.frozen_tensors import REFERENCE_KEY, UNCHANGED_KEY, frozen_file, reference, restore_frozen
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,8 @@ LIGHTNING_KEYS = ("state_dict", "epoch", "global_step")
 
 
 def read_checkpoint(path: str | os.PathLike, key: str = "ckpt_path") -> dict[str, Any]:
-    """The checkpoint at ``path``, memory-mapped (cheap even for large files), or a CheckpointError."""
+    """The checkpoint at ``path``, memory-mapped (cheap even for large files), its frozen tensors
+    restored (:func:`~experiments.frozen_tensors.restore_frozen`), or a CheckpointError."""
     path = Path(path)
     shown = f"{key}={str(path)!r}"
     if path.suffix == ".safetensors":
@@ -73,7 +77,7 @@ def read_checkpoint(path: str | os.PathLike, key: str = "ckpt_path") -> dict[str
             f"{shown} is not a Lightning training checkpoint (no {', '.join(missing)}); for a plain "
             "state dict of weights use model.weights=PATH"
         )
-    return state
+    return restore_frozen(state, path.parent, shown)
 
 
 def check_matches(checkpoint: dict[str, Any], module: torch.nn.Module, path: str | os.PathLike,
@@ -169,16 +173,53 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     The best checkpoint and ``last.ckpt`` of one epoch hold the same state (same epoch and step):
     the second becomes a hard link to the first (a copy where links are not supported), which a
     later atomic rename of either name leaves intact. Non-finite weights are refused
-    (:func:`refuse_non_finite`) before anything is written.
+    (:func:`refuse_non_finite`) before anything is written. Tensors noted as unchanged since the
+    start (:class:`~experiments.frozen_tensors.UnchangedTensors`) go once into a frozen file beside
+    the checkpoint, which refers to it (:meth:`_refer_frozen`); loading restores them.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._last_written: tuple[tuple[int, int], Path] | None = None
+        self._frozen: dict[Path, dict[str, Any]] = {}  # folder -> the reference to its frozen file
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        checkpoint = self._refer_frozen(checkpoint, Path(path))
         refuse_non_finite(checkpoint, path)
         self._write(checkpoint, Path(path))
+
+    def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's load (resume, validate, test, predict with ``ckpt_path``), frozen tensors restored."""
+        state = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        return restore_frozen(state, Path(path).parent, f"ckpt_path={str(path)!r}")
+
+    def _refer_frozen(self, checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+        """``checkpoint`` without the tensors unchanged since the start that the folder's frozen file
+        holds, plus the reference to that file; the file is written (atomically) at the folder's
+        first such save. Finite tensors only: non-finite ones stay in, to be refused."""
+        unchanged = checkpoint.get(UNCHANGED_KEY)
+        checkpoint = {k: v for k, v in checkpoint.items() if k != UNCHANGED_KEY}
+        if not unchanged:
+            return checkpoint
+        state = checkpoint["state_dict"]
+        folder = path.parent
+        if folder not in self._frozen:
+            tensors = {k: state[k] for k in unchanged}
+            if non_finite_tensors(tensors):
+                return checkpoint
+            name, digest, data = frozen_file(tensors)
+            self._commit(folder / name, lambda tmp: _write_synced(tmp, io.BytesIO(data)))
+            self._frozen[folder] = reference(name, digest, unchanged)
+            log.info("checkpoints: %d tensors unchanged since the start (%.1f MB) written once to %s",
+                     len(unchanged), len(data) / 1e6, folder / name)
+        ref = self._frozen[folder]
+        stored = set(ref["keys"])
+        referred = [k for k in unchanged if k in stored]
+        if not referred:
+            return checkpoint
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in set(referred)}
+        checkpoint[REFERENCE_KEY] = {**ref, "keys": referred}
+        return checkpoint
 
     def _write(self, checkpoint: dict[str, Any], path: Path) -> None:
         state = (int(checkpoint.get("epoch", -1)), int(checkpoint.get("global_step", -1)))
@@ -260,6 +301,7 @@ class BackgroundCheckpointIO(AtomicCheckpointIO):
         self._executor.submit(run)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        checkpoint = self._refer_frozen(checkpoint, Path(path))  # the frozen file: once, on this thread
         state = (int(checkpoint.get("epoch", -1)), int(checkpoint.get("global_step", -1)))
         if state != self._submitted_state:  # a repeat is linked by the worker: no copy needed
             checkpoint = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().clone())

@@ -88,6 +88,7 @@ _RULES: list[_Rule] = [
     ("data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("data.batched", lambda v: isinstance(v, bool), "true or false"),
     ("checkpoint.background", lambda v: isinstance(v, bool), "true or false"),
+    ("checkpoint.reference_frozen", lambda v: isinstance(v, bool), "true or false"),
     ("overwrite", lambda v: isinstance(v, bool), "true or false"),
     ("publish", lambda v: v is None or (isinstance(v, str) and v.strip() != ""), "null or a path"),
     ("callbacks.last_checkpoint.every_n_epochs", lambda v: _int(v) and v >= 1, "an integer >= 1"),

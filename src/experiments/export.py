@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.transforms import v2
 
+from experiments.checkpoints import read_checkpoint
 from experiments.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,7 @@ def export_model(cfg: DictConfig, parts: Any, ckpt: Path) -> dict[str, Any]:
     test batches, and return the record's ``export`` part (path, format, parity numbers)."""
     fmt = str(cfg.export.format)
     model = parts.model
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    parts.module.load_state_dict(state)
+    parts.module.load_state_dict(read_checkpoint(ckpt)["state_dict"])
     model = model.eval().cpu()
     batches = test_batches(parts.datamodule, int(cfg.export.check_batches))
     if fmt != "safetensors" and not torch.is_floating_point(batches[0]):

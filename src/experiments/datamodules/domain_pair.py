@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from experiments.adapt.methods.base import DomainBatch
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.datamodules.device_augment import DeviceAugment
-from experiments.datamodules.transforms import TransformedDataset
+from experiments.datamodules.transforms import CollatedBatch, TransformedDataset
 from experiments.domains import DOMAINS
 from experiments.errors import ConfigError
 from experiments.models.core import Preprocessing
@@ -45,6 +45,20 @@ class ImagesOnly(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.dataset[index if self.order is None else self.order[index]][0]
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor | list[torch.Tensor]:
+        """A batch's images as one tensor when the dataset fetches batches at once (an in-memory
+        target: one indexing and one transform per batch), else the images one by one."""
+        if self.order is not None:
+            indices = [self.order[i] for i in indices]
+        fetch = getattr(self.dataset, "__getitems__", None)
+        batch = fetch(indices) if fetch is not None else [self.dataset[i] for i in indices]
+        return batch[0] if isinstance(batch, CollatedBatch) else [image for image, _ in batch]
+
+
+def collate_images(images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    """The collate of :class:`ImagesOnly`: a batch fetched at once passes through, items are stacked."""
+    return images if isinstance(images, torch.Tensor) else default_collate(images)
 
 
 class DomainPairDataModule(L.LightningDataModule):
@@ -146,7 +160,7 @@ class DomainPairDataModule(L.LightningDataModule):
         self.setup("fit")
         images = ImagesOnly(self.target.train_set, order_seed=self.target.seed + 1)
         target = (self.target.train_dataloader() if self.train_target_labels
-                  else self.target.make_loader(images, train=True, collate_fn=default_collate))
+                  else self.target.make_loader(images, train=True, collate_fn=collate_images))
         return CombinedLoader({"source": self.source.train_dataloader(), "target": target}, mode="max_size_cycle")
 
     def val_dataloader(self) -> list[DataLoader]:
@@ -165,7 +179,7 @@ class DomainPairDataModule(L.LightningDataModule):
         if self.target_has_labels:
             return self.target.predict_dataloader()
         self.target.setup("predict")
-        return self.target.make_loader(ImagesOnly(self.target.test_set), train=False, collate_fn=default_collate)
+        return self.target.make_loader(ImagesOnly(self.target.test_set), train=False, collate_fn=collate_images)
 
     def target_images(self) -> Iterator[torch.Tensor]:
         """Batches of the target's training images under the evaluation transforms, in order
@@ -173,7 +187,7 @@ class DomainPairDataModule(L.LightningDataModule):
         self.setup("fit")
         raw = self.target.train_set.dataset if isinstance(self.target.train_set, TransformedDataset) else self.target.train_set
         images = ImagesOnly(TransformedDataset(raw, self.target.build_transform(train=False)))
-        return iter(self.target.make_loader(images, train=False, collate_fn=default_collate))
+        return iter(self.target.make_loader(images, train=False, collate_fn=collate_images))
 
     # -- checks -----------------------------------------------------------------------------------
     def _check_domains(self) -> tuple[int, ...]:
