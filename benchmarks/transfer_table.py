@@ -146,7 +146,7 @@ def run_one(cell: Cell, column: str, seed: int, steps: int, root: Path, extra: l
     result = {"cell": cell.name, "pair": cell.pair, "target": cell.target, "size": cell.size, "strategy": tag,
               "seed": seed, "test_acc": record["metrics"]["test/acc"], "val_acc": record["metrics"]["val/acc"],
               "steps": record["global_step"], "epochs": record["epochs"], "wall_s": time.perf_counter() - start,
-              "trained": record["finetune"]}
+              "trained": record["finetune"], "machine": machine()}
     auto = record["finetune_detail"].get("auto")
     if auto:
         result["auto"] = {"prior": auto["prior"], "strategy": auto["strategy"], "keys": auto["keys"],
@@ -218,18 +218,22 @@ def markdown(results: list[dict], header: str) -> str:
                          f"| {chose}; {_within(means, best, 'auto')} |")
             summary.append((cell, best, _within(means, best, guide), _within(means, best, "auto"),
                             min(means, key=means.get) == "auto" if "auto" in means and len(means) > 1 else False))
-        lines += ["", "Wall time of one run (s, fit + validate + test, mean over seeds):", "",
-                  "| cell | " + " | ".join(columns) + " | auto / the strategy it trained |", "|---|" + "---|" * (len(columns) + 1)]
+        lines += ["", "Wall time of one run (s, fit + validate + test, mean over seeds; auto's ratio against the "
+                      "strategy it trained compares runs of one seed on one machine):", "",
+                  "| cell | " + " | ".join(columns) + " | auto / the strategy it trained | machines |",
+                  "|---|" + "---|" * (len(columns) + 2)]
         for cell in [c for c in cells if c.startswith(f"{pair}:")]:
             walls = [[r["wall_s"] for r in _rows(results, cell, c)] for c in columns]
             ratios = []
             for r in _rows(results, cell, "auto"):
                 same = [o["wall_s"] for o in results if o["cell"] == cell and o["seed"] == r["seed"]
-                        and _column_of(o) == _trained_column(r)]
+                        and _column_of(o) == _trained_column(r) and o.get("machine") == r.get("machine")]
                 if same:
                     ratios.append(r["wall_s"] / same[0])
             ratio = f"{statistics.fmean(ratios):.2f}x" if ratios else "-"
-            lines.append(f"| {cell} | " + " | ".join(f"{statistics.fmean(w):.1f}" if w else "-" for w in walls) + f" | {ratio} |")
+            machines = ", ".join(sorted({r.get("machine", "?") for r in results if r["cell"] == cell}))
+            lines.append(f"| {cell} | " + " | ".join(f"{statistics.fmean(w):.1f}" if w else "-" for w in walls)
+                         + f" | {ratio} | {machines} |")
     auto_ok = sum(1 for s in summary if s[3] == "yes")
     guide_ok = sum(1 for s in summary if s[2].startswith("yes"))
     worst = sum(1 for s in summary if s[4])
