@@ -14,18 +14,12 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 PREDICTIONS_FILE = "predictions.csv"
 
 
-class PredictionsCsvWriter(BasePredictionWriter):
-    """Streams ``index, label, predicted, prob_<class>...`` rows to ``path`` batch by batch.
+class _CsvStream(BasePredictionWriter):
+    """A CSV file at ``path`` that is open while ``trainer.predict`` runs, written batch by batch."""
 
-    ``index`` is the sample's position in the predict split; ``label`` is present when the split's
-    batches carry targets; ``predicted`` is the class index with the highest probability. The
-    module's ``predict_step`` must return class probabilities ``(batch, num_classes)``.
-    """
-
-    def __init__(self, path: str | Path, class_names: Sequence[str]) -> None:
+    def __init__(self, path: str | Path) -> None:
         super().__init__(write_interval="batch")
         self.path = Path(path)
-        self.class_names = list(class_names)
         self.rows = 0
         self._handle = None
         self._writer: Any = None
@@ -35,6 +29,24 @@ class PredictionsCsvWriter(BasePredictionWriter):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = self.path.open("w", newline="")
         self._writer = csv.writer(self._handle)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class PredictionsCsvWriter(_CsvStream):
+    """Streams ``index, label, predicted, prob_<class>...`` rows to ``path`` batch by batch.
+
+    ``index`` is the sample's position in the predict split; ``label`` is present when the split's
+    batches carry targets; ``predicted`` is the class index with the highest probability. The
+    module's ``predict_step`` must return class probabilities ``(batch, num_classes)``.
+    """
+
+    def __init__(self, path: str | Path, class_names: Sequence[str]) -> None:
+        super().__init__(path)
+        self.class_names = list(class_names)
 
     def write_on_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: torch.Tensor,
@@ -50,13 +62,8 @@ class PredictionsCsvWriter(BasePredictionWriter):
             self._writer.writerow([self.rows + offset, *label, int(probs[offset].argmax())] + [f"{p:.6g}" for p in row])
         self.rows += len(probs)
 
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
 
-
-class InputPredictionsWriter(BasePredictionWriter):
+class InputPredictionsWriter(_CsvStream):
     """``predictions.csv`` for ``predict.inputs``: per input ``input, predicted, probability``, then
     ``top<i>, top<i>_probability`` for the ``top_k`` most probable classes, then ``error`` (a file
     that could not be decoded has only its name and the error). Streams batch by batch; keeps the
@@ -68,21 +75,16 @@ class InputPredictionsWriter(BasePredictionWriter):
 
     def __init__(self, path: str | Path, names: Sequence[str], class_names: Sequence[str], top_k: int = 5,
                  grid: int = 16) -> None:
-        super().__init__(write_interval="batch")
-        self.path = Path(path)
+        super().__init__(path)
         self.names, self.class_names = list(names), list(class_names)
         self.top_k, self.grid = min(top_k, len(self.class_names)), grid
-        self.rows = self.errors = 0
+        self.errors = 0
         self.shown: list[tuple[torch.Tensor, int]] = []
-        self._handle = None
-        self._writer: Any = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.rows = self.errors = 0
+        super().on_predict_start(trainer, pl_module)
+        self.errors = 0
         self.shown = []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self.path.open("w", newline="")
-        self._writer = csv.writer(self._handle)
         tops = [column for i in range(1, self.top_k + 1) for column in (f"top{i}", f"top{i}_probability")]
         self._writer.writerow(["input", "predicted", "probability", *tops, "error"])
 
@@ -103,11 +105,6 @@ class InputPredictionsWriter(BasePredictionWriter):
             if len(self.shown) < self.grid and inputs.dim() == 4 and inputs.shape[1] in (1, 3):
                 self.shown.append((inputs[row].float().cpu(), int(classes[row, 0])))
         self.rows += len(indices)
-
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
 
     def figure(self):
         """The first image inputs with their predicted class (None: no image was predicted)."""
