@@ -13,7 +13,7 @@ from experiments.checkpoints import read_checkpoint
 from experiments.config import validate
 from experiments.errors import ConfigError
 from experiments.finetune.auto import strategy_from_config
-from experiments.finetune.decide import Measurements, decide
+from experiments.finetune.decide import Measurements, decide, unsuitable_warning
 from experiments.finetune.measure import BatchNormStatistics, dataset_labels, gaussian_shift
 from experiments.finetune.strategies import Auto, Partial
 from experiments.models.core import create_model
@@ -120,6 +120,10 @@ def test_four_situations_land_in_their_cell_and_the_reason_names_the_numbers(mea
     assert (advice.warning is not None) == unsuitable
     if unsuitable:
         assert "experiment=da_digits_m" in advice.warning and "scratch" in advice.warning
+        assert f"this run trains {strategy}, finetune.different_small's choice" in advice.warning
+        # when the race overrules the prior, the warning names what trains instead
+        raced = unsuitable_warning(measured, Auto(), "lp_ft", "the race's winner over the prior")
+        assert "this run trains lp_ft, the race's winner over the prior" in raced
 
 
 def test_partial_depth_follows_where_the_shift_is():

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.compose import CONF
 from experiments.datamodules.base import ClassificationDataModule
-from experiments.finetune.decide import Advice, decide, keys_for
+from experiments.finetune.decide import Advice, decide, keys_for, unsuitable_warning
 from experiments.finetune.race import RaceResult, race
 from experiments.finetune.strategies import Auto, FinetuneStrategy
 from experiments.models.core import TransferModel
@@ -53,22 +53,26 @@ class AutoChoice:
     race: RaceResult | None
     reason: str
     measure_seconds: float
+    warning: str | None = None  # the different/small cell's, naming the strategy that trains
 
     def record(self) -> dict[str, Any]:
         """``finetune_detail.auto`` of results.json."""
         return {**self.prior.record(), "prior": self.prior.strategy, "prior_keys": self.prior.given_keys,
                 "strategy": self.strategy.name, "keys": self.keys, "confirm": self.race is not None,
                 "race": self.race.record() if self.race else None, "reason": self.reason,
-                "prior_reason": self.prior.reason, "measure_seconds": round(self.measure_seconds, 2)}
+                "prior_reason": self.prior.reason, "measure_seconds": round(self.measure_seconds, 2),
+                **({"warning": self.warning} if self.warning else {})}
 
     def report(self, with_warning: bool = True) -> str:
         """Prior and race, for the console and TensorBoard."""
-        lines = self.prior.report(with_warning).splitlines()
+        lines = self.prior.report(with_warning=False).splitlines()
         lines[0] = lines[0].replace("finetune=auto ->", "finetune=auto prior:", 1)
         if self.race is not None:
             lines += self.race.lines()
         keys = ", ".join(f"{k}={v}" for k, v in self.keys.items())
         lines.append(f"finetune=auto -> {self.strategy.name}{f' ({keys})' if keys else ''}: {self.reason}")
+        if self.warning and with_warning:
+            lines.append(f"  WARNING: {self.warning}")
         return "\n".join(lines)
 
 
@@ -110,10 +114,14 @@ def resolve(cfg: DictConfig, auto: Auto, datamodule: ClassificationDataModule, m
                    if prior.strategy in best else
                    f"the race overruled the prior: {prior.strategy} did not reach the second rung; {winner} won it")
         choice = AutoChoice(prior, strategy_from_config(winner, final), final, result, why, measure_seconds)
+    if prior.warning:
+        trained = choice.strategy.name
+        choice.warning = prior.warning if trained == prior.strategy else \
+            unsuitable_warning(measured, auto, trained, "the race's winner over the prior")
     for line in choice.report(with_warning=False).splitlines():
         log.info(line)
-    if prior.warning:
-        log.warning("finetune=auto: %s", prior.warning)
+    if choice.warning:
+        log.warning("finetune=auto: %s", choice.warning)
     return choice
 
 

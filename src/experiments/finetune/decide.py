@@ -134,14 +134,16 @@ def decide(m: Measurements, auto: Auto, max_epochs: int) -> Advice:
         strategy, keys, keys_text = "full", {}, f"{keys_text}: every block, so full"
     choice = f"{domain} domain with {size} data -> {strategy}{f' ({keys_text})' if keys_text else ''}"
     reason = f"{size_text}; {domain_text}; {choice}"
-    warning = _unsuitable(m, auto, strategy) if domain == "different" and small else None
+    warning = unsuitable_warning(m, auto, strategy) if domain == "different" and small else None
     shared = {k: v for k, v in auto.shared_keys().items() if v != getattr(FinetuneStrategy, k)}
     return Advice(strategy, keys, domain, size, reason, m, warning, shared)
 
 
-def _unsuitable(m: Measurements, auto: Auto, strategy: str) -> str:
-    """The different/small cell's warning: transfer is unsuitable, and what to do instead."""
-    runs = "this run does" if strategy == "scratch" else f"this run trains {strategy}, as finetune.different_small says"
+def unsuitable_warning(m: Measurements, auto: Auto, strategy: str,
+                       chosen_by: str = "finetune.different_small's choice") -> str:
+    """The different/small cell's warning: transfer is unsuitable, and what to do instead;
+    ``strategy`` is what the run trains and ``chosen_by`` why."""
+    runs = "this run does" if strategy == "scratch" else f"this run trains {strategy}, {chosen_by}"
     return (
         f"transfer is unsuitable here: the target differs from the pretraining data and has only "
         f"{m.samples_per_class:.0f} labels per class, where every fine-tuning strategy does poorly. Instead: "
