@@ -89,6 +89,8 @@ def resolve(cfg: DictConfig, auto: Auto, datamodule: ClassificationDataModule, m
 
     def keys(name: str, epochs: int) -> dict[str, Any]:
         own = prior.keys if name == prior.strategy and epochs == max_epochs else keys_for(name, measured, auto, epochs)[0]
+        if name == "partial" and name != prior.strategy and own["n_blocks"] >= len(measured.blocks) > 1:
+            own = {"n_blocks": len(measured.blocks) - 1}  # as a neighbour, partial stops short of full
         shared = {} if name == "scratch" else prior.shared_keys
         return {**shared, **own}
 
