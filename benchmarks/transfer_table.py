@@ -227,7 +227,7 @@ def markdown(results: list[dict], header: str) -> str:
             ratios = []
             for r in _rows(results, cell, "auto"):
                 same = [o["wall_s"] for o in results if o["cell"] == cell and o["seed"] == r["seed"]
-                        and _column_of(o) == _trained_column(r) and o.get("machine") == r.get("machine")]
+                        and o["strategy"] == _trained_column(r) and o.get("machine") == r.get("machine")]
                 if same:
                     ratios.append(r["wall_s"] / same[0])
             ratio = f"{statistics.fmean(ratios):.2f}x" if ratios else "-"
@@ -240,10 +240,6 @@ def markdown(results: list[dict], header: str) -> str:
     lines += ["", f"auto within 1 point of the best in {auto_ok} of {len(summary)} cells (the worst column in {worst}); "
                   f"the seed's guidance in {guide_ok} of {len(summary)}."]
     return "\n".join(lines)
-
-
-def _column_of(result: dict) -> str:
-    return result["strategy"]
 
 
 def _trained_column(auto_result: dict) -> str:

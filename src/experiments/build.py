@@ -8,12 +8,13 @@ state_dict always meets the module it came from, because every task builds throu
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.checkpoints import AtomicCheckpointIO, BackgroundCheckpointIO
@@ -90,8 +91,6 @@ def warn_frozen_random(strategy: FinetuneStrategy, model: TransferModel, max_epo
 def check_takes_texts(model_cfg: DictConfig, datamodule: ClassificationDataModule) -> None:
     """ModelError, before the model is built, when a text model (its builder's ``input_kind`` is
     ``text``) meets data that gives no texts."""
-    from hydra.utils import get_object
-
     kind = getattr(datamodule, "input_kind", "image")
     if getattr(get_object(str(model_cfg._target_)), "input_kind", None) == "text" and kind != "text":
         items = {"image": "images", "vectors": "feature vectors"}.get(kind, kind)
@@ -151,8 +150,6 @@ def build_components(cfg: DictConfig, strategy: FinetuneStrategy | None = None) 
 def steps_per_epoch(trainer_cfg: DictConfig, datamodule: ClassificationDataModule) -> int:
     """Optimizer steps in one training epoch: the loader's batches, cut by
     ``trainer.limit_train_batches`` (a count or a fraction), over ``accumulate_grad_batches``."""
-    import math
-
     datamodule.setup("fit")
     batches = len(datamodule.train_dataloader())
     limit = trainer_cfg.get("limit_train_batches")
@@ -170,7 +167,7 @@ def apply_step_budget(cfg: DictConfig, datamodule: ClassificationDataModule) -> 
     if steps is None:
         return
     per_epoch = steps_per_epoch(cfg.trainer, datamodule)
-    epochs = -(-int(steps) // per_epoch)
+    epochs = math.ceil(int(steps) / per_epoch)
     if epochs != cfg.trainer.max_epochs:
         log.info("train_steps=%d: %d optimizer steps per epoch -> trainer.max_epochs=%d (was %d)",
                  steps, per_epoch, epochs, cfg.trainer.max_epochs)

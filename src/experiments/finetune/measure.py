@@ -76,7 +76,7 @@ def measure(auto: Auto, datamodule: ClassificationDataModule, model: TransferMod
     val = extract_features(device, model, _sample_loader(datamodule, datamodule.val_set, auto.max_samples, seed))
     per_block, overall = statistics.shift(len(model.blocks))
     return replace(measured, block_shift=tuple(per_block), overall_shift=overall,
-                   probe_acc=linear_probe_accuracy(train, val, seed))
+                   probe_acc=linear_probe_accuracy(train, val))
 
 
 def _sample_loader(datamodule: ClassificationDataModule, dataset: Dataset, limit: int, seed: int) -> DataLoader:
@@ -196,7 +196,7 @@ def _batchnorm_layers(model: TransferModel) -> list[tuple[str, nn.Module, int | 
     return layers
 
 
-def linear_probe_accuracy(train: TensorImageDataset, val: TensorImageDataset, seed: int = 0) -> float | None:
+def linear_probe_accuracy(train: TensorImageDataset, val: TensorImageDataset) -> float | None:
     """Validation accuracy of the linear head :func:`~experiments.finetune.head_fit.fit_linear_head`
     fits on ``(features, label)`` pairs: the same probe ``head_fit=lbfgs`` trains (None when the
     training features hold fewer than two classes or there is no validation data)."""
