@@ -7,7 +7,7 @@ import time
 
 import lightning as L
 
-from experiments.compose import compose_config
+from experiments.config.compose import compose_config
 
 QUIET = [
     "trainer.enable_progress_bar=false",

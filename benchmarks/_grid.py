@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from _common import QUIET, compose_cfg
-from experiments.tasks import train
+from experiments.pipeline.tasks import train
 
 LABEL_CHOICES = {"all": "null"}
 

@@ -37,7 +37,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from _common import QUIET, compose_cfg
 from experiments.adapt.validators import VALIDATORS
-from experiments.tasks import evaluate_checkpoint, train
+from experiments.pipeline.tasks import evaluate_checkpoint, train
 
 NO_AUGMENTATION = "data.source.device_augment=null"
 ROWS = {

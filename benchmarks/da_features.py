@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from _common import QUIET, compose_cfg
-from experiments.build import build_components
+from experiments.pipeline.build import build_components
 from experiments.reporting.domain_features import domain_features, embedding_figure
-from experiments.tasks import train
+from experiments.pipeline.tasks import train
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from _common import compose_cfg
 
-from experiments.build import build_components
+from experiments.pipeline.build import build_components
 from experiments.export import export_onnx, export_metadata, parity, test_batches
 
 MODELS = {"small_cnn (default)": [], "resnet18": ["model=resnet18", "model.pretrained=false", "data.image_size=224"]}

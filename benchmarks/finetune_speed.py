@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from _common import QUIET, EpochTimer, compose_cfg, median_after_first
-from experiments.tasks import train
+from experiments.pipeline.tasks import train
 
 
 def run(path: str, args: argparse.Namespace, root: Path) -> dict:

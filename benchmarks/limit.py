@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from _common import QUIET, EpochTimer, compose_cfg, median_after_first
-from experiments.build import build_components, model_from_config
+from experiments.pipeline.build import build_components, model_from_config
 from experiments.datamodules.domain_pair import as_domain_batch
-from experiments.tasks import train
+from experiments.pipeline.tasks import train
 
 WORKLOADS: dict[str, list[str]] = {
     "default": [],

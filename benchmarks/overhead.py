@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from _common import QUIET, EpochTimer, compose_cfg, median_after_first
-from experiments.build import model_from_config
-from experiments.tasks import train
+from experiments.pipeline.build import model_from_config
+from experiments.pipeline.tasks import train
 
 
 def plain_loop(cfg, device: torch.device) -> list[float]:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from _common import QUIET, compose_cfg
 from _grid import machine, mean_std
-from experiments.tasks import train
+from experiments.pipeline.tasks import train
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.compose import CONF, compose_config
+from experiments.config.compose import CONF, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def run_job(cfg, overrides: tuple[str, ...] = ()) -> dict:
     """The job exactly as `run.py` runs it (validate, the mode's task, the record), in-process;
     returns its results.json. A failing job raises SystemExit, as the command exits 1."""
     from experiments.cli import run_task
-    from experiments.results import read_results
+    from experiments.pipeline.results import read_results
 
     run_task(cfg, Path(cfg.paths.run_dir), False, list(overrides))
     return read_results(cfg.paths.run_dir)

@@ -161,7 +161,7 @@ def test_feature_cache_is_off_for_a_domain_pair():
 
 
 def test_adapt_and_data_must_fit(tmp_path):
-    from experiments.build import build_components
+    from experiments.pipeline.build import build_components
 
     with pytest.raises(ConfigError, match="adapt=dann needs a source and a target domain.*data=da_pair"):
         build_components(compose_cfg(tmp_path, "adapt=dann"))
@@ -218,8 +218,8 @@ VALIDATOR_SCALARS = {f"val/target_{name}" for name in ("entropy", "im", "snd", "
 def test_every_method_runs_reloads_and_logs_both_domains(tmp_path, method):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from experiments.tasks import evaluate_checkpoint
-    from experiments.tasks import train
+    from experiments.pipeline.tasks import evaluate_checkpoint
+    from experiments.pipeline.tasks import train
 
     # the target's training labels raise when read: only the oracle may (and must) read them
     trap = [TRAP] if method != "oracle" else []
@@ -255,7 +255,7 @@ def test_a_domain_adaptation_checkpoint_starts_another_run_as_model_weights(tmp_
     """model.weights=<an adaptation run's checkpoint> loads the network that run evaluated (a mean
     teacher's EMA copy), backbone and head, and leaves the method's parts out."""
     from experiments.models.weights import read_state_dict
-    from experiments.tasks import train
+    from experiments.pipeline.tasks import train
 
     train(compose_cfg(tmp_path / "da", *TINY, "adapt=mean_teacher", NO_FIGURES))
     checkpoint = tmp_path / "da" / "checkpoints" / "last.ckpt"
@@ -271,15 +271,15 @@ def test_a_domain_adaptation_checkpoint_starts_another_run_as_model_weights(tmp_
 
 
 def test_the_oracle_reads_the_target_labels(tmp_path):
-    from experiments.tasks import train
+    from experiments.pipeline.tasks import train
 
     with pytest.raises(LabelRead):  # the trap works: a method that reads target labels trips it
         train(compose_cfg(tmp_path, *TINY, "adapt=oracle", TRAP, NO_FIGURES))
 
 
 def test_adabn_evaluates_the_target_with_target_statistics_and_leaves_the_checkpoint(tmp_path):
-    from experiments.tasks import evaluate_checkpoint
-    from experiments.tasks import train
+    from experiments.pipeline.tasks import evaluate_checkpoint
+    from experiments.pipeline.tasks import train
 
     record = train(compose_cfg(tmp_path, *TINY, "adapt=source_only", TRAP, NO_FIGURES))
     ckpt = record["best_checkpoint"]
@@ -319,7 +319,7 @@ def test_domains_with_different_classes_are_refused(tmp_path):
 
 
 def test_an_unlabelled_target_folder_is_trained_on_and_not_evaluated(tmp_path):
-    from experiments.tasks import train
+    from experiments.pipeline.tasks import train
 
     write_images(tmp_path / "source", ["a", "b"])
     write_images(tmp_path / "target", [""])
@@ -383,9 +383,9 @@ def test_target_views_are_augmentations_of_the_same_images_each_its_own_draw():
 
 
 def test_augment_option_augments_the_source_of_a_pair(tmp_path):
-    from experiments.tasks import train
+    from experiments.pipeline.tasks import train
 
-    from experiments.build import build_components
+    from experiments.pipeline.build import build_components
 
     cfg = compose_cfg(tmp_path, *TINY, "augment=digits", "adapt=source_only", NO_FIGURES)
     pair = build_components(cfg).datamodule
@@ -438,8 +438,8 @@ def test_target_validation_labels_do_not_change_the_validators():
 
 
 def test_a_label_free_validator_can_be_the_objective(tmp_path):
-    from experiments.config import objective_mode
-    from experiments.tasks import train
+    from experiments.config.rules import objective_mode
+    from experiments.pipeline.tasks import train
 
     assert objective_mode("val/target_entropy") == "min" and objective_mode("val/target_snd") == "max"
     record = train(compose_cfg(tmp_path, *TINY, "adapt=source_only", "objective=val/target_im", NO_FIGURES))
@@ -481,7 +481,7 @@ views:
 
 
 def test_a_new_method_is_one_class_and_one_yaml(tmp_path, monkeypatch):
-    from experiments.tasks import train
+    from experiments.pipeline.tasks import train
 
     (tmp_path / "my_methods.py").write_text(NEW_METHOD)
     (tmp_path / "conf" / "adapt").mkdir(parents=True)
@@ -541,7 +541,7 @@ def test_proxy_a_distance_tells_separable_domains_from_mixed_ones():
     ("data.target.samples_per_class=0", "data.target.samples_per_class=0 is invalid"),
 ])
 def test_bad_adaptation_values_are_named_before_torch(tmp_path, override, message):
-    from experiments.config import validate
+    from experiments.config.rules import validate
 
     method = "adapt=mean_teacher" if "ema_decay" in override else "adapt=dann"
     with pytest.raises(ConfigError, match=re.escape(message)):

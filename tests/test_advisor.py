@@ -10,7 +10,7 @@ from conftest import compose_cfg, run_job
 from torch.utils.data import Subset, TensorDataset
 
 from experiments.checkpoints import read_checkpoint
-from experiments.config import validate
+from experiments.config.rules import validate
 from experiments.errors import ConfigError
 from experiments.finetune.auto import strategy_from_config
 from experiments.finetune.decide import Measurements, decide, unsuitable_warning
@@ -272,7 +272,7 @@ def test_auto_races_its_prior_on_labelled_data_and_stops_losers_early(tmp_path, 
 def test_auto_keys_of_the_chosen_strategy_come_from_its_yaml(tmp_path):
     from omegaconf import OmegaConf
 
-    from experiments.compose import CONF
+    from experiments.config.compose import CONF
 
     for name in ("classifier_only", "partial", "lp_ft", "full", "scratch", "gradual"):
         strategy = strategy_from_config(name, {})

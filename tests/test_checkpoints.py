@@ -44,7 +44,7 @@ def test_a_frozen_backbone_is_written_once_and_checked_when_loaded(tmp_path):
     from experiments.checkpoints import read_checkpoint
     from experiments.errors import CheckpointError
     from experiments.models.weights import read_state_dict
-    from experiments.tasks import evaluate_checkpoint
+    from experiments.pipeline.tasks import evaluate_checkpoint
 
     records = {setting: run_job(compose_cfg(tmp_path / setting, *HEAD_ONLY, f"checkpoint.reference_frozen={setting}"))
                for setting in ("true", "false")}
@@ -102,7 +102,7 @@ def test_only_tensors_equal_to_the_start_are_noted_unchanged():
     weight written in place and a parameter that thawed are all left out of the note."""
     import lightning as L
 
-    from experiments.frozen_tensors import UNCHANGED_KEY, UnchangedTensors
+    from experiments.checkpoints.frozen import UNCHANGED_KEY, UnchangedTensors
 
     module = L.LightningModule()
     module.frozen, module.thawing, module.norm = torch.nn.Linear(600, 600), torch.nn.Linear(600, 600), torch.nn.BatchNorm1d(600)

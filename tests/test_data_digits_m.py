@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from conftest import run_job
 from hydra.utils import instantiate
 
-from experiments.config import validate
+from experiments.config.rules import validate
 from experiments.datamodules import DigitsDataModule
 from experiments.datamodules.digits import load_digit_tensors
 from experiments.datamodules.digits_m import SIZE, STRIPE_WIDTH, build_digits_m, load_photos
 from experiments.datamodules.selection import partition_indices
 from experiments.errors import ConfigError
-from experiments.tasks import train
+from experiments.pipeline.tasks import train
 
 
 @pytest.fixture(scope="module")

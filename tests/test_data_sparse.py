@@ -9,7 +9,7 @@ import torch
 from conftest import run_job
 from sklearn.datasets import dump_svmlight_file
 
-from experiments.build import model_from_config
+from experiments.pipeline.build import model_from_config
 from experiments.datamodules import CustomDataModule, SparseCollate, SparseDataModule
 from experiments.datamodules.sparse import SparseRowDataset, synthetic_sparse_classification
 from experiments.errors import DataError

@@ -47,8 +47,8 @@ def digits_pngs(folder: Path, count: int) -> torch.Tensor:
 
 def model_probabilities(ckpt: Path, images: torch.Tensor) -> torch.Tensor:
     """What the checkpoint's model gives ``images`` prepared by its data's evaluation transform."""
-    from experiments.build import build_components
-    from experiments.from_checkpoint import config_for_checkpoint
+    from experiments.pipeline.build import build_components
+    from experiments.pipeline.from_checkpoint import config_for_checkpoint
 
     cfg, _ = config_for_checkpoint(compose_cfg(ckpt.parent.parent / "ref", "mode=predict", f"ckpt_path={ckpt}"), [])
     parts = build_components(cfg)
@@ -84,7 +84,7 @@ def test_predict_a_folder_of_new_images_with_a_broken_file(tmp_path, trained, ca
     (lambda root: root.joinpath("texts.txt").write_text("a text\n") and root / "texts.txt", r"is a text file, but this run's model takes images"),
 ], ids=["missing", "empty-folder", "text-for-an-image-model"])
 def test_bad_inputs_are_refused_before_the_model_is_built(tmp_path, trained, make, message):
-    from experiments.tasks import predict
+    from experiments.pipeline.tasks import predict
 
     cfg = compose_cfg(tmp_path / "predict", "mode=predict", f"ckpt_path={trained}", f"predict.inputs={make(tmp_path)}")
     with pytest.raises(ConfigError, match=message):
@@ -118,7 +118,7 @@ def test_an_export_beyond_the_tolerance_is_refused(tmp_path, trained):
     record_dir = tmp_path / "strict"
     with pytest.raises(SystemExit):
         export_run(record_dir, trained, "export.tolerance=1e-30")  # onnxruntime sums in another order
-    from experiments.results import read_results
+    from experiments.pipeline.results import read_results
 
     assert "above export.tolerance=1e-30" in read_results(record_dir)["error"]
 

@@ -21,7 +21,7 @@ import torch
 from conftest import ROOT, compose_cfg, run_cli, run_job
 from PIL import Image
 
-from experiments.results import read_results
+from experiments.pipeline.results import read_results
 
 #: two image folders as domains, the target's folder name to be appended (``files`` makes them)
 DA_FOLDERS = "data=da_folders adapt=dann model=small_cnn data.source.root={files}/da/source data.target.root={files}/da/"
@@ -335,7 +335,7 @@ def test_every_row_of_the_reliability_table_names_a_test_that_exists():
 def test_an_interrupted_record_has_only_documented_keys(tmp_path):
     from test_readme import _documented_results_keys
 
-    from experiments.interrupt import interrupted_record
+    from experiments.pipeline.interrupt import interrupted_record
 
     (tmp_path / "checkpoints").mkdir()
     assert set(interrupted_record(signal.SIGTERM, tmp_path, tmp_path / "checkpoints")) <= _documented_results_keys()

@@ -56,7 +56,7 @@ def test_train_steps_sets_the_epochs_from_the_data_and_the_schedules_follow(tmp_
 def test_a_bad_step_budget_is_refused_before_torch(tmp_path):
     from conftest import compose_cfg
 
-    from experiments.config import validate
+    from experiments.config.rules import validate
 
     with pytest.raises(ConfigError, match=r"train_steps=0 is invalid: expected null or an integer >= 1"):
         validate(compose_cfg(tmp_path, "train_steps=0"))

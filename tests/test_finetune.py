@@ -11,7 +11,7 @@ import torchvision
 from conftest import compose_cfg, run_job
 
 from experiments.checkpoints import read_checkpoint
-from experiments.results import read_results
+from experiments.pipeline.results import read_results
 
 
 LR = 0.01
@@ -183,7 +183,7 @@ def test_results_record_block_states(tmp_path, weights_file):
 def test_a_bare_trainer_fit_applies_the_strategy(tmp_path):
     """The module brings its strategy (configure_callbacks): a Trainer built by hand, with no
     callback of ours, still trains the head alone under classifier_only."""
-    from experiments.build import build_components
+    from experiments.pipeline.build import build_components
 
     cfg = compose_cfg(tmp_path, "finetune=classifier_only", "finetune.cache_features=false")
     parts = build_components(cfg)
@@ -202,7 +202,7 @@ def test_the_model_summary_counts_what_the_strategy_trains(tmp_path):
     strategy's trainable set: the head alone under classifier_only, not the whole network."""
     from lightning.pytorch.utilities.model_summary import ModelSummary
 
-    from experiments.build import build_components
+    from experiments.pipeline.build import build_components
 
     parts = build_components(compose_cfg(tmp_path, "finetune=classifier_only", "finetune.cache_features=false"))
     seen = {}

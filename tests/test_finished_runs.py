@@ -1,4 +1,4 @@
-"""A finished run is never rewritten (experiments.rundirs): every way a later command can fail
+"""A finished run is never rewritten (experiments.pipeline.rundirs): every way a later command can fail
 against it (a bad value, weights that diverge, a signal, a rerun into its dir) leaves its files
 byte for byte as they were, and a fixed path moves to a run only once it finished with finite
 weights."""
@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 
 from experiments.cli import run_task
 from experiments.errors import TrainingError
-from experiments.results import read_results
-from experiments.rundirs import KeepFinishedRuns, publish
+from experiments.pipeline.results import read_results
+from experiments.pipeline.rundirs import KeepFinishedRuns, publish
 
 QUICK = ("+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1",
          "logger=none", "callbacks.test_figures=null")

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from experiments.errors import ConfigError
-from experiments.results import read_results
+from experiments.pipeline.results import read_results
 
 QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null", "trainer.enable_progress_bar=false",
          "trainer.enable_model_summary=false"]
@@ -96,7 +96,7 @@ def test_sweep_jobs_are_named_by_the_swept_values(tmp_path):
 
 
 def test_swept_names_keep_the_swept_keys_and_fall_back(monkeypatch):
-    from experiments.sweep_names import SWEPT_KEYS_ENV, swept_keys, swept_name
+    from experiments.config.sweep_names import SWEPT_KEYS_ENV, swept_keys, swept_name
 
     keys = swept_keys(["seed=0,1", "trainer.max_epochs=2", "model=small_cnn,resnet18", "+x=range(2)"], ["optimizer.lr"])
     assert keys == ["seed", "model", "x", "optimizer.lr"]
@@ -190,7 +190,7 @@ def test_test_and_predict_from_a_checkpoint_use_its_run_config(tmp_path):
 def test_checkpoint_config_keeps_the_run_and_applies_overrides(tmp_path):
     from omegaconf import OmegaConf
 
-    from experiments.from_checkpoint import config_for_checkpoint
+    from experiments.pipeline.from_checkpoint import config_for_checkpoint
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
@@ -282,7 +282,7 @@ def test_arch_support_follows_cuda_compatibility():
 
 def test_summary_aggregates_jobs_that_differ_only_in_seed(tmp_path):
     from experiments.reporting.sweep_summary import SEEDS_CSV, SUMMARY_MD, write_summary
-    from experiments.results import write_results
+    from experiments.pipeline.results import write_results
 
     accs = {("0.1", "0"): 0.5, ("0.1", "1"): 0.7, ("0.1", "2"): 0.6, ("0.01", "0"): 0.9, ("0.01", "1"): None}
     for num, ((lr, seed), acc) in enumerate(accs.items()):

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from experiments.errors import ModelError, WeightsError
 from experiments.models import timm_models, torchvision_models
-from experiments.build import model_from_config
+from experiments.pipeline.build import model_from_config
 from experiments.models.core import create_model
 from experiments.models.custom import SmallCNN, build_custom
 

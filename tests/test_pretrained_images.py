@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import compose_cfg
 
-from experiments.build import model_from_config
+from experiments.pipeline.build import model_from_config
 from experiments.datamodules.transforms import build_transform
 from experiments.errors import WeightsError
 from experiments.models import packaged_weights, timm_models

@@ -9,9 +9,9 @@ from conftest import compose_cfg, run_job
 from omegaconf import OmegaConf
 
 from experiments.cli import check_launch, own_error, report_error
-from experiments.config import bounded_name, validate
+from experiments.config.rules import bounded_name, validate
 from experiments.errors import ConfigError, DataError
-from experiments.results import read_results
+from experiments.pipeline.results import read_results
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,7 @@ def test_a_failed_resume_or_rerun_keeps_the_finished_runs_record(tmp_path):
 
 
 def test_adapt_with_a_classification_checkpoint_is_refused_with_model_weights_as_the_fix(tmp_path):
-    from experiments.from_checkpoint import config_for_checkpoint
+    from experiments.pipeline.from_checkpoint import config_for_checkpoint
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
@@ -134,8 +134,8 @@ def test_adapt_with_a_classification_checkpoint_is_refused_with_model_weights_as
 @pytest.mark.slow  # imports every family (timm, transformers): ~10 s
 def test_every_shipped_option_takes_each_of_its_keys(tmp_path):
     """The added-key check (build.check_all_arguments) refuses no option the repository ships."""
-    from experiments.build import check_all_arguments
-    from experiments.compose import CONF
+    from experiments.pipeline.build import check_all_arguments
+    from experiments.config.compose import CONF
 
     for group in ("data", "model", "finetune", "adapt", "augment", "optimizer", "scheduler"):
         for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import compose_cfg, run_job
 
-from experiments.build import build_components
+from experiments.pipeline.build import build_components
 
 
 def test_channels_last_puts_weights_and_batches_in_nhwc(tmp_path):

@@ -12,7 +12,7 @@ import torch
 from conftest import compose_cfg, run_job
 from hydra.utils import instantiate
 
-from experiments.config import validate
+from experiments.config.rules import validate
 from experiments.datamodules.text import TextDataModule, TokenCollate
 from experiments.datamodules.text_sources import class_order, read_class_folders, read_labelled_texts
 from experiments.errors import ConfigError, DataError, WeightsError

@@ -80,7 +80,7 @@ def test_failed_and_interrupted_runs_are_marked_so(tmp_path):
 
 
 def test_logger_mlflow_without_the_package_names_the_extra(tmp_path, monkeypatch):
-    from experiments.config import validate
+    from experiments.config.rules import validate
 
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as on a machine without it
     with pytest.raises(ConfigError, match=r'logger=mlflow needs mlflow.*pip install -e "\.\[tracking\]"'):

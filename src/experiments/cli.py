@@ -1,6 +1,6 @@
 """What ``run.py`` calls: validate (cheap), run the mode's task, own the record, report errors.
 
-Follow a run from here: :func:`main` -> :func:`run_task` -> ``experiments.tasks.TASKS[mode]``
+Follow a run from here: :func:`main` -> :func:`run_task` -> ``experiments.pipeline.tasks.TASKS[mode]``
 (``train``: build, fit, evaluate) -> results.json. Heavy modules are imported inside the tasks,
 after validation.
 """
@@ -18,12 +18,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import objective_mode, validate
+from experiments.config.rules import objective_mode, validate
 from experiments.errors import ConfigError, ExperimentError
-from experiments.interrupt import interrupted_record, signals_interrupt
-from experiments.from_checkpoint import config_for_checkpoint, uses_checkpoint
-from experiments.results import notify_record_written, write_results
-from experiments.rundirs import publish, record_dir
+from experiments.pipeline.interrupt import interrupted_record, signals_interrupt
+from experiments.pipeline.from_checkpoint import config_for_checkpoint, uses_checkpoint
+from experiments.pipeline.results import notify_record_written, write_results
+from experiments.pipeline.rundirs import publish, record_dir
 
 log = logging.getLogger("experiments")
 
@@ -64,7 +64,7 @@ def run_task(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: list[str
     raising, so the sweep goes on and a sampler records the trial as bad; the sweep summary lists
     it as failed. A failed single run exits with status 1. Either way results.json says why.
     """
-    from experiments.tasks import TASKS
+    from experiments.pipeline.tasks import TASKS
 
     hydra_dir, start = run_dir, time.time()
     record: dict[str, Any] = {

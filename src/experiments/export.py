@@ -164,7 +164,7 @@ def load_exported_model(path: str | Path) -> nn.Module:
     or the weights do not fit."""
     from safetensors.torch import load_file
 
-    from experiments.build import model_from_config
+    from experiments.pipeline.build import model_from_config
 
     weights = Path(path)
     config_file = weights.with_suffix(".json")

@@ -22,7 +22,7 @@ from experiments.datamodules.device_augment import DeviceAugment
 from experiments.datamodules.selection import limit_per_class
 from experiments.datamodules.transforms import TransformedDataset, build_transform, is_deterministic, steps_of
 from experiments.models.core import Preprocessing
-from experiments.values import is_integer
+from experiments.config.arguments import is_integer
 
 log = logging.getLogger(__name__)
 

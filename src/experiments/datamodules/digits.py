@@ -49,7 +49,7 @@ class DigitsDataModule(ClassSubsetMixin, ClassificationDataModule):
         channels: int = 1,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)  # values are checked by experiments.config before this runs
+        super().__init__(**kwargs)  # values are checked by experiments.config.rules before this runs
         self.samples_per_class = samples_per_class
         self.train_fraction = train_fraction
         self.partition = check_partition(partition)

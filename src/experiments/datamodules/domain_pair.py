@@ -21,7 +21,7 @@ from experiments.adapt.methods.base import DomainBatch
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.datamodules.device_augment import DeviceAugment
 from experiments.datamodules.transforms import CollatedBatch, TransformedDataset
-from experiments.domains import DOMAINS
+from experiments.config.domains import DOMAINS
 from experiments.errors import ConfigError
 from experiments.models.core import Preprocessing
 
@@ -89,7 +89,7 @@ class DomainPairDataModule(L.LightningDataModule):
     :class:`~experiments.adapt.methods.base.DomainBatch` (augmented source, target views).
     """
 
-    is_domain_pair = True  # experiments.domains.is_domain_pair
+    is_domain_pair = True  # experiments.config.domains.is_domain_pair
 
     def __init__(self, source: ClassificationDataModule, target: ClassificationDataModule, name: str | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None,

@@ -13,7 +13,7 @@ from functools import cached_property
 
 import torch
 
-from experiments.config import PARTITIONS
+from experiments.config.rules import PARTITIONS
 from experiments.errors import ConfigError
 
 #: seed of the source/target partition: a constant, so the two halves never move with data.seed

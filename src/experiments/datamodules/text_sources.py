@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from experiments.distributions import locate, not_installed_message
+from experiments.config.installed_files import locate, not_installed_message
 from experiments.errors import DataError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")

@@ -24,7 +24,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.compose import CONF
+from experiments.config.compose import CONF
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.finetune.decide import Advice, decide, keys_for, unsuitable_warning
 from experiments.finetune.race import RaceResult, race
@@ -78,7 +78,7 @@ class AutoChoice:
 
 def resolve(cfg: DictConfig, auto: Auto, datamodule: ClassificationDataModule, model: TransferModel) -> AutoChoice:
     """The strategy ``finetune=auto`` trains on this run: measured, decided, confirmed."""
-    from experiments.build import steps_per_epoch
+    from experiments.pipeline.build import steps_per_epoch
     from experiments.finetune.measure import measure
 
     start = time.perf_counter()

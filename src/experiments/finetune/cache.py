@@ -29,7 +29,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from experiments.datamodules.base import ClassificationDataModule
-from experiments.domains import is_domain_pair
+from experiments.config.domains import is_domain_pair
 from experiments.datamodules.transforms import TensorImageDataset
 from experiments.errors import FinetuneError
 from experiments.finetune.strategies import FinetuneStrategy

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.datamodules.transforms import TensorImageDataset
-from experiments.domains import is_domain_pair
+from experiments.config.domains import is_domain_pair
 from experiments.errors import ConfigError
 from experiments.finetune.decide import Measurements
 from experiments.finetune.cache import extract_features

@@ -25,7 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from experiments.config import objective_mode
+from experiments.config.rules import objective_mode
 from experiments.finetune.strategies import FinetuneStrategy
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def run_trial(cfg: DictConfig, strategy: FinetuneStrategy, epochs: int, batches:
     objective on the validation split at the end."""
     import lightning as L
 
-    from experiments.build import build_components
+    from experiments.pipeline.build import build_components
     from experiments.finetune.cache import FeatureCache
 
     trial_cfg = copy.deepcopy(cfg)

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from experiments.errors import FinetuneError
-from experiments.values import is_integer, is_number
+from experiments.config.arguments import is_integer, is_number
 
 EVERY_BLOCK = 10**9  # a trainable depth deeper than any model: every block trains
 

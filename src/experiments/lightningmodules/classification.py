@@ -16,13 +16,13 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from experiments.domains import is_domain_pair
+from experiments.config.domains import is_domain_pair
 from experiments.errors import ConfigError, TrainingError
 from experiments.finetune.callback import FinetuneCallback
 from experiments.finetune.groups import build_param_groups
 from experiments.finetune.strategies import FinetuneStrategy
 from experiments.models.core import TransferModel
-from experiments.values import accepted_kwargs
+from experiments.config.arguments import accepted_kwargs
 
 STAGES = ("train", "val", "test")
 OptimizerFactory = Callable[..., torch.optim.Optimizer]

@@ -28,7 +28,7 @@ from experiments.adapt.adabn import AdaBNCallback
 from experiments.adapt.methods.base import AdaptationMethod, DomainBatch
 from experiments.adapt.validators import VALIDATORS, label_free_scores
 from experiments.datamodules.domain_pair import as_domain_batch
-from experiments.domains import DOMAINS, is_domain_pair
+from experiments.config.domains import DOMAINS, is_domain_pair
 from experiments.errors import ConfigError
 from experiments.lightningmodules.classification import ClassificationModule, OptimizerFactory, SchedulerFactory
 from experiments.finetune.strategies import FinetuneStrategy

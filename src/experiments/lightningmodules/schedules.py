@@ -11,7 +11,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from experiments.errors import ConfigError
-from experiments.values import is_number
+from experiments.config.arguments import is_number
 
 
 class InverseDecayLR(LambdaLR):

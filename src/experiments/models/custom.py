@@ -13,7 +13,7 @@ from torch import nn
 
 from experiments.errors import ModelError
 from experiments.models.core import ModelInfo, ModelSpec, Preprocessing, find_head
-from experiments.values import accepted_kwargs
+from experiments.config.arguments import accepted_kwargs
 
 
 class SmallCNN(nn.Module):

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from experiments.distributions import locate
+from experiments.config.installed_files import locate
 from experiments.errors import ModelError, WeightsError
 from experiments.models.core import Block, ModelInfo, ModelSpec, Preprocessing
 from experiments.models.weights import offline_message

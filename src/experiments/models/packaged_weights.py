@@ -5,7 +5,7 @@ with no network but the registry still gets real ImageNet features. :func:`find`
 model name has such a source installed (and the timm cache does not already hold the weights);
 :meth:`PackagedWeights.load_into` converts the file to timm's keys and loads it.
 
-The file is located with ``importlib.metadata`` (:mod:`experiments.distributions`), so the package's own
+The file is located with ``importlib.metadata`` (:mod:`experiments.config.installed_files`), so the package's own
 code is never imported, and read with ``torch.load(..., weights_only=True)``.
 
 Sources:
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from experiments.distributions import locate
+from experiments.config.installed_files import locate
 from experiments.errors import WeightsError
 
 log = logging.getLogger(__name__)

@@ -78,7 +78,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"model.weights={str(path)!r} could not be read as a tensors-only file ({err}); "
             "save it with torch.save(model.state_dict(), path) or safetensors"
         ) from err
-    from experiments.frozen_tensors import restore_frozen
+    from experiments.checkpoints.frozen import restore_frozen
 
     obj = restore_frozen(obj, path.parent, f"model.weights={str(path)!r}")  # a checkpoint's frozen tensors
     for key in ("state_dict", "model", "model_state_dict"):

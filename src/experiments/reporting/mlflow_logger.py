@@ -10,7 +10,7 @@
   :meth:`log_text` (:mod:`experiments.reporting.sinks`).
 * When ``results.json`` is written the run gets it as an artifact, the best checkpoint with
   ``log_best_checkpoint=true``, and its status from the record: FINISHED, FAILED, or KILLED for an
-  interrupted job (:func:`experiments.results.on_record_written`).
+  interrupted job (:func:`experiments.pipeline.results.on_record_written`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 
-from experiments.results import on_record_written
+from experiments.pipeline.results import on_record_written
 
 log = logging.getLogger(__name__)
 

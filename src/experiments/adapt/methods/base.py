@@ -31,7 +31,7 @@ from torch import nn
 
 from experiments.errors import ConfigError
 from experiments.models.core import TransferModel
-from experiments.values import is_number
+from experiments.config.arguments import is_number
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from experiments.domains import DOMAINS
+from experiments.config.domains import DOMAINS
 from experiments.errors import ConfigError
-from experiments.values import is_integer, is_number, unknown_argument
+from experiments.config.arguments import is_integer, is_number, unknown_argument
 
-#: every ``mode=``; experiments.tasks.TASKS holds one function for each (a test checks they agree)
+#: every ``mode=``; experiments.pipeline.tasks.TASKS holds one function for each (a test checks they agree)
 MODES = ("train", "test", "predict", "export", "advise", "env", "models")
 #: mode=export's formats (experiments.export)
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
@@ -51,7 +51,7 @@ def register_resolvers() -> None:
 
 def _swept_name(job_overrides: Any, fallback: str) -> str:
     """Resolver ``${swept_name:${hydra.overrides.task},FALLBACK}``: a sweep job's name by its swept values."""
-    from experiments.sweep_names import swept_name
+    from experiments.config.sweep_names import swept_name
 
     return swept_name(list(job_overrides), str(fallback))
 
@@ -255,7 +255,7 @@ def _missing_extras(cfg: DictConfig) -> list[str]:
 
 def _missing_distributions(cfg: DictConfig) -> list[str]:
     """A data option that reads its files from a Python distribution that is not installed."""
-    from experiments.distributions import locate, not_installed_message
+    from experiments.config.installed_files import locate, not_installed_message
 
     problems = []
     for key in _keys_of("data.distribution"):

@@ -15,7 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import ConfigError
-from experiments.rundirs import is_finished
+from experiments.pipeline.rundirs import is_finished
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def config_for_checkpoint(cfg: DictConfig, overrides: list[str]) -> tuple[DictCo
     copied from the composed ``cfg``; ``mode``, ``ckpt_path`` and ``paths`` always come from ``cfg``.
     Resuming (``mode=train``) an unfinished run (interrupted, failed) continues in the
     checkpoint's run dir: its checkpoints, TensorBoard run and results.json. A finished run is
-    never rewritten (:mod:`experiments.rundirs`): training on from its checkpoint (more epochs)
+    never rewritten (:mod:`experiments.pipeline.rundirs`): training on from its checkpoint (more epochs)
     happens in this command's own run dir.
     """
     ckpt = checkpoint_file(cfg)

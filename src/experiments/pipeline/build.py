@@ -18,7 +18,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.checkpoints import AtomicCheckpointIO, BackgroundCheckpointIO
-from experiments.frozen_tensors import UnchangedTensors
+from experiments.checkpoints.frozen import UnchangedTensors
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.errors import ConfigError, DataError, ModelError
 from experiments.finetune.auto import AutoChoice, resolve
@@ -27,7 +27,7 @@ from experiments.finetune.strategies import Auto, FinetuneStrategy
 from experiments.models.core import TransferModel, create_model
 from experiments.reporting.hparams import hparams_of
 from experiments.reporting.sinks import log_text
-from experiments.values import accepted_kwargs, unknown_argument
+from experiments.config.arguments import accepted_kwargs, unknown_argument
 
 log = logging.getLogger(__name__)
 

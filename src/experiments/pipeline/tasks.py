@@ -6,7 +6,7 @@ record around it (start time, run dir, overrides, failures). A task returns its 
 
 Test and predict rebuild data, model and module from the config exactly as training does (the
 checkpoint holds weights and state, not the model's construction: see
-:mod:`experiments.from_checkpoint`). Checkpoints load with ``weights_only=True``: no code from the
+:mod:`experiments.pipeline.from_checkpoint`). Checkpoints load with ``weights_only=True``: no code from the
 file runs.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import ConfigError
-from experiments.from_checkpoint import checkpoint_file
+from experiments.pipeline.from_checkpoint import checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ Record = dict[str, Any]
 def components_checked_against(cfg: DictConfig, ckpt: str | Path | None):
     """The run's components (``build_components``), checked to fit ``ckpt`` before any Trainer
     exists: an unreadable, refused or misfitting checkpoint leaves the run dir untouched."""
-    from experiments.build import build_components
+    from experiments.pipeline.build import build_components
     from experiments.checkpoints import check_matches, read_checkpoint
 
     state = read_checkpoint(ckpt) if ckpt else None  # cheap (memory-mapped), before the data loads
@@ -43,7 +43,7 @@ def components_checked_against(cfg: DictConfig, ckpt: str | Path | None):
 def train(cfg: DictConfig, overrides: Sequence[str] = (), callbacks: Sequence[Any] = ()) -> Record:
     """``mode=train``: fit (resuming from ``ckpt_path`` when given), then validate and test the
     best checkpoint. ``callbacks`` are added to the configured ones (benchmarks time epochs so)."""
-    from experiments.build import build_trainer, evaluate, log_config, run_facts
+    from experiments.pipeline.build import build_trainer, evaluate, log_config, run_facts
     from experiments.finetune.cache import FeatureCache
 
     parts = components_checked_against(cfg, cfg.get("ckpt_path"))
@@ -82,7 +82,7 @@ def advise(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
     """
     from hydra.utils import instantiate
 
-    from experiments.build import build_components, run_facts
+    from experiments.pipeline.build import build_components, run_facts
     from experiments.finetune.strategies import Auto
 
     strategy = instantiate(cfg.finetune)
@@ -95,7 +95,7 @@ def advise(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
 
 def evaluate_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
     """``mode=test``: validation and test metrics of ``ckpt_path``, as the training run reports them."""
-    from experiments.build import build_trainer, evaluate, log_config, run_facts
+    from experiments.pipeline.build import build_trainer, evaluate, log_config, run_facts
 
     ckpt = checkpoint_file(cfg)
     parts = components_checked_against(cfg, ckpt)
@@ -109,7 +109,7 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
     ``predict.inputs=PATH``, for new files prepared as the checkpoint's run prepared its data (then
     also ``predictions.png``, the first images with their predictions). Bad paths are refused before
     the model is built; an undecodable file is a row with its error."""
-    from experiments.build import build_trainer, run_facts
+    from experiments.pipeline.build import build_trainer, run_facts
     from experiments.datamodules.inputs import find_inputs
 
     ckpt = checkpoint_file(cfg)
@@ -135,7 +135,7 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
 def export(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
     """``mode=export``: ``ckpt_path``'s model as ONNX, TorchScript or safetensors in ``<run dir>/export/``,
     checked against PyTorch on test batches (:mod:`experiments.export`)."""
-    from experiments.build import run_facts
+    from experiments.pipeline.build import run_facts
     from experiments.export import export_model
 
     ckpt = checkpoint_file(cfg)

@@ -11,14 +11,14 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 #: the repository's config folder (``run.py``'s ``config_path``)
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[3] / "conf"
 
 
 def compose_config(run_dir: Path | str, *overrides: str, conf_dir: Path = CONF) -> DictConfig:
     """The composed (unresolved) config of ``run.py`` with ``paths.run_dir=run_dir`` and ``overrides``."""
     from hydra import compose, initialize_config_dir
 
-    import experiments.config  # noqa: F401  (registers the config resolvers)
+    import experiments.config.rules  # noqa: F401  (registers the config resolvers)
 
     with initialize_config_dir(str(conf_dir), version_base="1.3"):
         return compose("run", overrides=[f"paths.run_dir={run_dir}", *overrides])

@@ -31,7 +31,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import ConfigError, TrainingError
-from experiments.results import RESULTS_FILE, read_results
+from experiments.pipeline.results import RESULTS_FILE, read_results
 
 log = logging.getLogger(__name__)
 

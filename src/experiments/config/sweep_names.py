@@ -36,7 +36,7 @@ def swept_name(job_overrides: Sequence[str], fallback: str, limit: int = 100) ->
     """``key=value`` of each swept key among ``job_overrides``, joined by ``,`` and bounded to
     ``limit`` characters (:func:`experiments.config.bounded_name`); ``fallback`` when the sweep
     varies nothing or its swept keys are unknown (a sweep started without :class:`SweptKeys`)."""
-    from experiments.config import bounded_name
+    from experiments.config.rules import bounded_name
 
     swept = [k for k in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if k]
     values = [str(o) for o in job_overrides if str(o).split("=", 1)[0].lstrip("+~") in swept]
