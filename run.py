@@ -8,6 +8,9 @@ import hydra
 from omegaconf import DictConfig
 
 from experiments.cli import main as run_main
+from experiments.config.resolvers import register_resolvers
+
+register_resolvers()  # the yaml's ${objective_mode:...} and ${swept_name:...}, before Hydra composes
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="run")

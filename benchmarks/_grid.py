@@ -55,7 +55,7 @@ def run_grid(
                         )
                         start = time.perf_counter()
                         try:
-                            record = train(cfg)
+                            record = train(cfg).record
                         except Exception as err:  # one failed cell must not lose the others
                             cell.errors.append(f"{type(err).__name__}: {err}")
                             print(f"FAILED {data} {label} {method} seed {seed}: {cell.errors[-1]}", flush=True)

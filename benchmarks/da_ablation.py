@@ -85,11 +85,11 @@ def run_row(name: str, overrides: list[str], seed: int, root: Path, pair: str, e
     common = [PAIRS[pair], f"seed={seed}", "logger=none", "callbacks.test_figures=null", *QUIET]
     per_epoch = TargetTestPerEpoch()
     start = time.perf_counter()
-    record = train(compose_cfg(run_dir, *common, *overrides, *extra), callbacks=[per_epoch])
+    record = train(compose_cfg(run_dir, *common, *overrides, *extra), callbacks=[per_epoch]).record
     wall = time.perf_counter() - start
     ckpt = record["best_checkpoint"]
     adabn = evaluate_checkpoint(compose_cfg(run_dir / "adabn", *common, *overrides, *extra, "mode=test",
-                                        f"ckpt_path={ckpt}", "adapt.adabn=true"))
+                                        f"ckpt_path={ckpt}", "adapt.adabn=true")).record
     metrics = record["metrics"]
     return {"row": name, "seed": seed, "pair": pair, "overrides": overrides + extra, "wall_s": wall,
             "epochs": record["epochs"], "steps": per_epoch.epochs[-1]["step"],

@@ -30,7 +30,7 @@ def draw(method: str, seed: int, out: Path, extra: list[str]) -> tuple[float, fl
     with tempfile.TemporaryDirectory() as tmp:
         overrides = ["experiment=da_digits_m", f"adapt={method}", f"seed={seed}", "logger=none",
                      "callbacks.test_figures=null", *QUIET, *extra]
-        record = train(compose_cfg(Path(tmp), *overrides))
+        record = train(compose_cfg(Path(tmp), *overrides)).record
         parts = build_components(compose_cfg(Path(tmp) / "reload", *overrides))
         state = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
         parts.module.load_state_dict(state)

@@ -28,7 +28,7 @@ def run(path: str, args: argparse.Namespace, root: Path) -> dict:
         f"data.image_size={args.image_size}", "logger=none", *QUIET, *args.overrides,
     )
     start = time.perf_counter()
-    record = train(cfg, callbacks=[timer])
+    record = train(cfg, callbacks=[timer]).record
     wall = time.perf_counter() - start
     epoch = median_after_first(timer.epochs)
     return {"epoch_s": epoch, "epochs_per_s": 1 / epoch, "wall_s": wall, "test_acc": record["metrics"]["test/acc"],

@@ -106,7 +106,7 @@ def pretrain(epochs: int, root: Path, extra: list[str]) -> Path:
     run_dir = root / "pretrain_small_resnet"
     start = time.perf_counter()
     record = train(compose_cfg(run_dir, "experiment=pretrain_digits", f"trainer.max_epochs={epochs}", "seed=0",
-                               "logger=none", "callbacks.test_figures=null", *QUIET, *extra))
+                               "logger=none", "callbacks.test_figures=null", *QUIET, *extra)).record
     print(f"pretrained small_resnet on the digits' source half: test/acc {record['metrics']['test/acc']:.4f}, "
           f"{record['epochs']} epochs in {time.perf_counter() - start:.0f}s", flush=True)
     return run_dir / "checkpoints" / "last.ckpt"
@@ -142,7 +142,7 @@ def run_one(cell: Cell, column: str, seed: int, steps: int, root: Path, extra: l
     cfg = compose_cfg(run_dir, *pair.targets[cell.target], *size, *model, *pair.common, f"seed={seed}",
                       f"train_steps={steps}", *([f"optimizer.lr={lr}"] if lr else []), *RUN, *extra)
     start = time.perf_counter()
-    record = train(cfg)
+    record = train(cfg).record
     result = {"cell": cell.name, "pair": cell.pair, "target": cell.target, "size": cell.size, "strategy": tag,
               "seed": seed, "test_acc": record["metrics"]["test/acc"], "val_acc": record["metrics"]["val/acc"],
               "steps": record["global_step"], "epochs": record["epochs"], "wall_s": time.perf_counter() - start,

@@ -34,10 +34,11 @@ def compose_cfg(run_dir: Path, *overrides: str, fast: bool = True):
 def run_job(cfg, overrides: tuple[str, ...] = ()) -> dict:
     """The job exactly as `run.py` runs it (validate, the mode's task, the record), in-process;
     returns its results.json. A failing job raises SystemExit, as the command exits 1."""
-    from experiments.cli import run_task
+    from experiments.pipeline.context import Job
+    from experiments.pipeline.job import run
     from experiments.pipeline.results import read_results
 
-    run_task(cfg, Path(cfg.paths.run_dir), False, list(overrides))
+    run(cfg, Job(Path(cfg.paths.run_dir), False, tuple(overrides)))
     return read_results(cfg.paths.run_dir)
 
 

@@ -224,7 +224,7 @@ def test_every_method_runs_reloads_and_logs_both_domains(tmp_path, method):
     # the target's training labels raise when read: only the oracle may (and must) read them
     trap = [TRAP] if method != "oracle" else []
     figures = [NO_FIGURES] if method != "dann" else []  # matplotlib is slow: drawn in one run
-    record = train(compose_cfg(tmp_path, *TINY, f"adapt={method}", *trap, *figures))
+    record = train(compose_cfg(tmp_path, *TINY, f"adapt={method}", *trap, *figures)).record
     assert record["adapt"] == {"method": method, "adabn": False}
     metrics = record["metrics"]
     for stage in ("val", "test"):
@@ -246,7 +246,7 @@ def test_every_method_runs_reloads_and_logs_both_domains(tmp_path, method):
     assert 0 <= metrics["test/proxy_a_distance"] <= 2
 
     reloaded = evaluate_checkpoint(compose_cfg(tmp_path / "test", *TINY, f"adapt={method}", *trap, NO_FIGURES, "mode=test",
-                                           f"ckpt_path={record['best_checkpoint']}"))
+                                           f"ckpt_path={record['best_checkpoint']}")).record
     for key in ("test/source_acc", "test/target_acc", "val/target_acc", "test/proxy_a_distance"):
         assert reloaded["metrics"][key] == pytest.approx(metrics[key], abs=1e-6), key
 
@@ -281,14 +281,14 @@ def test_adabn_evaluates_the_target_with_target_statistics_and_leaves_the_checkp
     from experiments.pipeline.tasks import evaluate_checkpoint
     from experiments.pipeline.tasks import train
 
-    record = train(compose_cfg(tmp_path, *TINY, "adapt=source_only", TRAP, NO_FIGURES))
+    record = train(compose_cfg(tmp_path, *TINY, "adapt=source_only", TRAP, NO_FIGURES)).record
     ckpt = record["best_checkpoint"]
     before = torch.load(ckpt, weights_only=True)["state_dict"]
 
     def tested(adabn: bool) -> dict:
         run = tmp_path / f"adabn_{adabn}"
         cfg = compose_cfg(run, *TINY, "adapt=source_only", TRAP, NO_FIGURES, f"adapt.adabn={adabn}", "mode=test", f"ckpt_path={ckpt}")
-        return evaluate_checkpoint(cfg)["metrics"]
+        return evaluate_checkpoint(cfg).record["metrics"]
 
     plain, adapted = tested(False), tested(True)
     assert adapted["test/source_acc"] == plain["test/source_acc"]  # the source keeps its own statistics
@@ -325,7 +325,7 @@ def test_an_unlabelled_target_folder_is_trained_on_and_not_evaluated(tmp_path):
     write_images(tmp_path / "target", [""])
     folders = ["data=da_folders", f"data.source.root={tmp_path / 'source'}", f"data.target.root={tmp_path / 'target'}",
                "data.source.batch_size=4", "data.target.batch_size=4", "trainer.max_epochs=1", NO_FIGURES]
-    record = train(compose_cfg(tmp_path / "run", *folders, "adapt=dann"))
+    record = train(compose_cfg(tmp_path / "run", *folders, "adapt=dann")).record
     assert "val/source_acc" in record["metrics"] and not any("target" in k for k in record["metrics"])
     with pytest.raises(ConfigError, match="adapt=oracle trains on target labels.*has none"):
         train(compose_cfg(tmp_path / "oracle", *folders, "adapt=oracle"))
@@ -391,7 +391,7 @@ def test_augment_option_augments_the_source_of_a_pair(tmp_path):
     pair = build_components(cfg).datamodule
     assert pair.source.device_augment is not None and pair.target.device_augment is None
     assert not pair.train_is_deterministic
-    assert 0 <= train(cfg)["metrics"]["val/source_acc"] <= 1  # it trains (a TypeError before)
+    assert 0 <= train(cfg).record["metrics"]["val/source_acc"] <= 1  # it trains (a TypeError before)
 
 
 def test_validators_read_predictions_only_and_rank_as_documented():
@@ -438,11 +438,11 @@ def test_target_validation_labels_do_not_change_the_validators():
 
 
 def test_a_label_free_validator_can_be_the_objective(tmp_path):
-    from experiments.config.rules import objective_mode
+    from experiments.config.metrics import objective_mode
     from experiments.pipeline.tasks import train
 
     assert objective_mode("val/target_entropy") == "min" and objective_mode("val/target_snd") == "max"
-    record = train(compose_cfg(tmp_path, *TINY, "adapt=source_only", "objective=val/target_im", NO_FIGURES))
+    record = train(compose_cfg(tmp_path, *TINY, "adapt=source_only", "objective=val/target_im", NO_FIGURES)).record
     assert "val/target_im" in record["metrics"]
 
 
@@ -489,7 +489,7 @@ def test_a_new_method_is_one_class_and_one_yaml(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     cfg = compose_cfg(tmp_path / "run", *TINY, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "adapt=target_entropy",
                       TRAP, NO_FIGURES)
-    record = train(cfg)
+    record = train(cfg).record
     assert record["adapt"]["method"] == "target_entropy" and 0 <= record["metrics"]["val/target_acc"] <= 1
 
 

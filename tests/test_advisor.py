@@ -12,10 +12,11 @@ from torch.utils.data import Subset, TensorDataset
 from experiments.checkpoints import read_checkpoint
 from experiments.config.rules import validate
 from experiments.errors import ConfigError
-from experiments.finetune.auto import strategy_from_config
+from experiments.finetune.choice import strategy_from_config
 from experiments.finetune.decide import Measurements, decide, unsuitable_warning
 from experiments.finetune.measure import BatchNormStatistics, dataset_labels, gaussian_shift
-from experiments.finetune.strategies import Auto, Partial
+from experiments.finetune.auto import Auto
+from experiments.finetune.strategies import Partial
 from experiments.models.core import create_model
 from experiments.models.custom import SmallResNet, build_custom
 
@@ -280,6 +281,6 @@ def test_auto_keys_of_the_chosen_strategy_come_from_its_yaml(tmp_path):
         yaml = OmegaConf.load(CONF / "finetune" / f"{name}.yaml")
         assert all(getattr(strategy, k) == v for k, v in yaml.items() if not k.startswith("_"))
     changed = tmp_path / "finetune"
-    changed.mkdir()
-    (changed / "partial.yaml").write_text((CONF / "finetune" / "partial.yaml").read_text().replace("backbone_lr_mult: 0.1", "backbone_lr_mult: 0.02"))
-    assert strategy_from_config("partial", {"n_blocks": 2}, conf_dir=tmp_path).backbone_lr_mult == 0.02
+    changed.mkdir()  # a strategy of the user's own, found through hydra.searchpath
+    (changed / "slow_partial.yaml").write_text((CONF / "finetune" / "partial.yaml").read_text().replace("backbone_lr_mult: 0.1", "backbone_lr_mult: 0.02"))
+    assert strategy_from_config("slow_partial", {"n_blocks": 2}, [f"file://{tmp_path}"]).backbone_lr_mult == 0.02

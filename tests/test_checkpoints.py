@@ -65,7 +65,7 @@ def test_a_frozen_backbone_is_written_once_and_checked_when_loaded(tmp_path):
     best = records["true"]["best_checkpoint"]
 
     def test_mode() -> dict:
-        return evaluate_checkpoint(compose_cfg(tmp_path / "test", *HEAD_ONLY, "mode=test", f"ckpt_path={best}"))
+        return evaluate_checkpoint(compose_cfg(tmp_path / "test", *HEAD_ONLY, "mode=test", f"ckpt_path={best}")).record
 
     assert test_mode()["metrics"]["test/acc"] == records["true"]["metrics"]["test/acc"]
     data = bytearray(frozen[0].read_bytes())

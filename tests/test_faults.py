@@ -338,4 +338,4 @@ def test_an_interrupted_record_has_only_documented_keys(tmp_path):
     from experiments.pipeline.interrupt import interrupted_record
 
     (tmp_path / "checkpoints").mkdir()
-    assert set(interrupted_record(signal.SIGTERM, tmp_path, tmp_path / "checkpoints")) <= _documented_results_keys()
+    assert set(interrupted_record(signal.SIGTERM, tmp_path / "checkpoints" / "last.ckpt")) <= _documented_results_keys()

@@ -12,7 +12,8 @@ import torch
 from conftest import compose_cfg, run_cli
 from omegaconf import OmegaConf
 
-from experiments.cli import run_task
+from experiments.pipeline.context import Job
+from experiments.pipeline.job import run as run_job
 from experiments.errors import TrainingError
 from experiments.pipeline.results import read_results
 from experiments.pipeline.rundirs import KeepFinishedRuns, publish
@@ -32,7 +33,7 @@ def _job(run_dir: Path, *overrides: str) -> int:
     (run_dir / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     try:
-        run_task(cfg, run_dir, False, list(overrides))
+        run_job(cfg, Job(run_dir, False, tuple(overrides)))
     except SystemExit as exited:
         return int(exited.code)
     return 0

@@ -8,8 +8,10 @@ import pytest
 from conftest import compose_cfg, run_job
 from omegaconf import OmegaConf
 
-from experiments.cli import check_launch, own_error, report_error
-from experiments.config.rules import bounded_name, validate
+from experiments.pipeline.job import own_error, report_error
+from experiments.pipeline.launch import check_launch
+from experiments.config.rules import validate
+from experiments.config.sweep_names import bounded_name
 from experiments.errors import ConfigError, DataError
 from experiments.pipeline.results import read_results
 
@@ -95,7 +97,8 @@ def test_sweep_job_dir_names_stay_bounded():
 
 
 def test_a_failed_resume_or_rerun_keeps_the_finished_runs_record(tmp_path):
-    from experiments.cli import run_task
+    from experiments.pipeline.context import Job
+    from experiments.pipeline.job import run as run_wrapped
 
     run = tmp_path / "run"
     finished = run_job(compose_cfg(run, "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "logger=none"))
@@ -106,10 +109,10 @@ def test_a_failed_resume_or_rerun_keeps_the_finished_runs_record(tmp_path):
     resume_dir = tmp_path / "resume"
     cfg = compose_cfg(resume_dir, f"ckpt_path={finished['best_checkpoint']}", "optimizer.lr=-1")
     with pytest.raises(SystemExit):
-        run_task(cfg, resume_dir, False, ["optimizer.lr=-1"])
+        run_wrapped(cfg, Job(resume_dir, False, ("optimizer.lr=-1",)))
     # a rerun into the finished run's own dir with a bad value
     with pytest.raises(SystemExit):
-        run_task(compose_cfg(run, "data.batch_size=0"), run, False, ["data.batch_size=0"])
+        run_wrapped(compose_cfg(run, "data.batch_size=0"), Job(run, False, ("data.batch_size=0",)))
     assert (run / "results.json").read_bytes() == before
     assert "optimizer.lr" in read_results(resume_dir)["error"]
     assert "data.batch_size" in read_results(run / "failed")["error"]

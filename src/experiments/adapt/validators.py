@@ -18,9 +18,10 @@ from __future__ import annotations
 import torch
 
 from experiments.adapt.entropy import entropy as _entropy
+from experiments.config.metrics import HIGHER_IS_BETTER
 
-#: validator name -> True when higher is better (the objective's direction)
-VALIDATORS = {"entropy": False, "im": True, "snd": True, "confident": True}
+#: validator name -> True when higher is better (the objective's direction, from the one table)
+VALIDATORS = {name: HIGHER_IS_BETTER[name] for name in ("entropy", "im", "snd", "confident")}
 
 
 def soft_neighbourhood_density(probs: torch.Tensor, temperature: float = 0.05, max_samples: int = 2000) -> torch.Tensor:

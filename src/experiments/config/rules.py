@@ -23,42 +23,6 @@ EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
 PARTITIONS = ("all", "source", "target")
 
 
-def objective_mode(metric: str) -> str:
-    """``min`` for loss-like metrics (loss, error, entropy), ``max`` otherwise (resolver
-    ``${objective_mode:...}``)."""
-    return "min" if any(word in metric for word in ("loss", "error", "entropy")) else "max"
-
-
-def bounded_name(text: str, limit: int = 100) -> str:
-    """``text`` cut to ``limit`` characters, its tail replaced by a hash when longer (resolver
-    ``${bounded_name:...}``): a sweep job's dir name stays under the file system's 255-byte limit
-    however many overrides it has; the full overrides stay in the job's .hydra/ and results.json."""
-    if len(text) <= limit:
-        return text
-    import hashlib
-
-    return f"{text[: limit - 9]}~{hashlib.sha1(text.encode()).hexdigest()[:8]}"
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("objective_mode"):
-        OmegaConf.register_new_resolver("objective_mode", objective_mode)
-    if not OmegaConf.has_resolver("bounded_name"):
-        OmegaConf.register_new_resolver("bounded_name", bounded_name)
-    if not OmegaConf.has_resolver("swept_name"):
-        OmegaConf.register_new_resolver("swept_name", _swept_name)
-
-
-def _swept_name(job_overrides: Any, fallback: str) -> str:
-    """Resolver ``${swept_name:${hydra.overrides.task},FALLBACK}``: a sweep job's name by its swept values."""
-    from experiments.config.sweep_names import swept_name
-
-    return swept_name(list(job_overrides), str(fallback))
-
-
-register_resolvers()
-
-
 def _distinct_classes(value: Any) -> bool:
     """A non-empty list of distinct class indices >= 0 (digits, image sets) or of distinct class
     names (text labels: ``data.classes=[neg,pos]``)."""

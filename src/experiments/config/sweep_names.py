@@ -32,12 +32,21 @@ def swept_keys(overrides: Sequence[str], sweeper_params: Sequence[str] = ()) -> 
     return list(dict.fromkeys([*keys, *(str(k) for k in sweeper_params)]))
 
 
+def bounded_name(text: str, limit: int = 100) -> str:
+    """``text`` cut to ``limit`` characters, its tail replaced by a hash when longer: a sweep job's
+    dir name stays under the file system's 255-byte limit however many overrides it has; the full
+    overrides stay in the job's .hydra/ and results.json."""
+    if len(text) <= limit:
+        return text
+    import hashlib
+
+    return f"{text[: limit - 9]}~{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
 def swept_name(job_overrides: Sequence[str], fallback: str, limit: int = 100) -> str:
     """``key=value`` of each swept key among ``job_overrides``, joined by ``,`` and bounded to
-    ``limit`` characters (:func:`experiments.config.bounded_name`); ``fallback`` when the sweep
+    ``limit`` characters (:func:`bounded_name`); ``fallback`` when the sweep
     varies nothing or its swept keys are unknown (a sweep started without :class:`SweptKeys`)."""
-    from experiments.config.rules import bounded_name
-
     swept = [k for k in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if k]
     values = [str(o) for o in job_overrides if str(o).split("=", 1)[0].lstrip("+~") in swept]
     return bounded_name(",".join(values), limit) if values else fallback

@@ -1,7 +1,7 @@
-"""Fine-tuning strategies (``finetune=``) and the callback that applies them."""
+"""Fine-tuning strategies (``finetune=``), ``finetune=auto``'s options, and the callback that applies them."""
 
+from experiments.finetune.auto import Auto
 from experiments.finetune.strategies import (
-    Auto,
     ClassifierOnly,
     FinetuneStrategy,
     Full,

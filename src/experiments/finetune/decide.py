@@ -1,7 +1,7 @@
 """``finetune=auto``'s decision: measured numbers in, a cell of the guidance table and a strategy out.
 
 Pure Python (no torch), so every rule can be checked on synthetic numbers; the measuring is in
-:mod:`experiments.finetune.measure`. The rules, with :class:`~experiments.finetune.strategies.Auto`'s
+:mod:`experiments.finetune.measure`. The rules, with :class:`~experiments.finetune.auto.Auto`'s
 keys:
 
 * **size**: ``small`` when the training split has fewer than ``large_from`` labelled samples per
@@ -26,7 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.finetune.strategies import Auto, FinetuneStrategy
+from experiments.finetune.auto import Auto
+from experiments.finetune.strategies import FinetuneStrategy
 
 DA_COMMAND = "python run.py experiment=da_digits_m"
 DA_OWN_DATA = "python run.py data=da_folders data.source.root=SRC data.target.root=TGT adapt=mean_teacher"

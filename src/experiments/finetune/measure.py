@@ -42,7 +42,7 @@ from experiments.config.domains import is_domain_pair
 from experiments.errors import ConfigError
 from experiments.finetune.decide import Measurements
 from experiments.finetune.cache import extract_features
-from experiments.finetune.strategies import Auto
+from experiments.finetune.auto import Auto
 from experiments.models.core import TransferModel, batchnorm_layers
 
 log = logging.getLogger(__name__)

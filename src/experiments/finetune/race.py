@@ -7,25 +7,23 @@ training has). The test split is never read.
 
 Successive halving over two rungs: every candidate trains ``steps`` optimizer steps; the better half
 (ties keep the earlier candidate, the prior first) trains again from the same start for twice as
-many; the best of that rung wins. Each trial is built like the run itself
-(``build.build_components``: seeded, fresh weights, the cached-feature path for frozen
-backbones, so frozen candidates cost a feature extraction and a head fit). With ``k`` candidates
+many; the best of that rung wins. Each trial is trained by the function the resolver hands in
+(:func:`experiments.pipeline.auto.run_trial`: built like the run itself, seeded, fresh weights,
+fitted by the run's one fit, so frozen candidates cost a feature extraction and a head fit). This
+module holds the schedule alone and imports nothing of the pipeline. With ``k`` candidates
 the race costs about ``2 k steps``; :func:`rung_steps` sizes ``steps`` so that this is
 ``race_budget`` of the chosen run's steps.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig
-
-from experiments.config.rules import objective_mode
+from experiments.config.metrics import objective_mode
 from experiments.finetune.strategies import FinetuneStrategy
 
 log = logging.getLogger(__name__)
@@ -87,34 +85,14 @@ def trial_shape(steps: int, batches_per_epoch: int) -> tuple[int, int]:
     return max(2, -(-steps // per_epoch)), per_epoch  # two epochs at least: lp_ft's probe, then the rest
 
 
-def run_trial(cfg: DictConfig, strategy: FinetuneStrategy, epochs: int, batches: int) -> float:
-    """Train ``strategy`` as the run would (fresh, seeded), ``epochs`` x ``batches`` steps; the
-    objective on the validation split at the end."""
-    import lightning as L
-
-    from experiments.pipeline.build import build_components
-    from experiments.finetune.cache import FeatureCache
-
-    trial_cfg = copy.deepcopy(cfg)
-    trial_cfg.train_steps = None
-    trial_cfg.trainer.max_epochs = epochs
-    parts = build_components(trial_cfg, strategy)
-    cache = FeatureCache(strategy, parts.datamodule, parts.model, trial_cfg.trainer)
-    data = cache.fit_datamodule()
-    device = {k: trial_cfg.trainer[k] for k in ("accelerator", "precision") if k in trial_cfg.trainer}
-    trainer = L.Trainer(**device, devices=1, max_epochs=epochs, limit_train_batches=batches,
-                        check_val_every_n_epoch=epochs, num_sanity_val_steps=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=cache.callbacks(), **cache.trainer_settings())
-    trainer.fit(parts.module, datamodule=data)
-    return float(trainer.callback_metrics[str(cfg.objective)])
+#: trains one candidate: ``(strategy name, epochs, batches per epoch) -> (score, strategy trained)``
+TrialRunner = Callable[[str, int, int], tuple[float, FinetuneStrategy]]
 
 
-def race(cfg: DictConfig, candidates: list[str], make: Callable[[str, int], FinetuneStrategy],
-         run_steps: int, batches_per_epoch: int, fraction: float) -> RaceResult:
-    """Race ``candidates`` (the prior first); ``make(name, epochs)`` builds a candidate's strategy
-    for a trial of ``epochs`` epochs. Returns every trial and the winner."""
-    objective = str(cfg.objective)
+def race(candidates: list[str], run_trial: TrialRunner, objective: str, run_steps: int, batches_per_epoch: int,
+         fraction: float) -> RaceResult:
+    """Race ``candidates`` (the prior first) on ``objective``; ``run_trial`` trains one for a trial
+    and returns its score. Returns every trial and the winner."""
     sign = -1.0 if objective_mode(objective) == "min" else 1.0
     start = time.perf_counter()
     result = RaceResult(objective, candidates[0], budget_steps=int(fraction * run_steps))
@@ -124,9 +102,8 @@ def race(cfg: DictConfig, candidates: list[str], make: Callable[[str, int], Fine
         epochs, batches = trial_shape(steps, batches_per_epoch)
         scores = {}
         for name in alive:
-            strategy = make(name, epochs)
             began = time.perf_counter()
-            score = run_trial(cfg, strategy, epochs, batches)
+            score, strategy = run_trial(name, epochs, batches)
             keys = {k: v for k, v in asdict(strategy).items() if k in _own_keys(strategy)}
             result.trials.append(Trial(name, keys, rung, epochs, epochs * batches, score, time.perf_counter() - began))
             log.info("finetune=auto race, rung %d: %s %s=%.4f after %d steps", rung, name, objective, score, epochs * batches)

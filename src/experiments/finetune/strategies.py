@@ -20,13 +20,13 @@ very different         small            transfer unsuitable; ``scratch`` or
                                         collect more data
 =====================  ===============  =====================================
 
-``auto`` (:class:`Auto`) places a run in this table from measurements and trains the strategy of
-its cell (:mod:`experiments.finetune.decide`, :mod:`experiments.finetune.measure`).
+``finetune=auto`` (:class:`experiments.finetune.auto.Auto`) places a run in this table from
+measurements, races the cell's strategy against its neighbours and trains the winner.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from experiments.errors import FinetuneError
 from experiments.config.arguments import is_integer, is_number
@@ -250,87 +250,3 @@ class LinearProbeThenFinetune(HeadFirst):
                 f"finetune.probe_epochs={self.probe_epochs} must be in 1..{max_epochs - 1} "
                 f"(trainer.max_epochs={max_epochs}) so both stages run"
             )
-
-
-#: the strategies a run can train, by ``finetune.name`` (what ``auto`` chooses from)
-STRATEGIES: dict[str, type[FinetuneStrategy]] = {
-    "scratch": Scratch,
-    "full": Full,
-    "classifier_only": ClassifierOnly,
-    "partial": Partial,
-    "gradual": Gradual,
-    "lp_ft": LinearProbeThenFinetune,
-}
-#: what races against each strategy when ``auto`` confirms its prior (``finetune.neighbours``)
-NEIGHBOURS: dict[str, list[str]] = {
-    "classifier_only": ["lp_ft", "partial"],
-    "partial": ["classifier_only", "full"],
-    "full": ["partial", "lp_ft", "scratch"],
-    "lp_ft": ["classifier_only", "full"],
-    "gradual": ["partial", "full"],
-    "scratch": ["full", "lp_ft"],
-}
-#: the cells of the guidance table, as ``Auto``'s keys: ``<domain>_<size>``
-CELLS = ("similar_small", "similar_large", "different_small", "different_large")
-
-
-@dataclass
-class Auto(FinetuneStrategy):
-    """Measure the run before fitting, place it in the guidance table, train that cell's strategy.
-
-    Never trains itself: the pipeline replaces it with the chosen strategy before the module is
-    built. The thresholds are starting values, to be calibrated on ``benchmarks/transfer_table.py``.
-
-    Args:
-        large_from: labelled training samples per class from which the data counts as large.
-        shift_threshold: BatchNorm shift (0 = the target's feature statistics equal the ones stored
-            in the weights, 1 = totally different) from which the domain counts as different.
-        probe_threshold: a linear probe on frozen features below this accuracy, measured from
-            chance (0) to perfect (1), says the features do not separate the target's classes.
-        max_samples: at most this many training (and validation) images are measured.
-        similar_small, similar_large, different_small, different_large: the strategy of each cell
-            (a ``finetune=`` name; the keys it needs are derived from the measurements).
-        backbone_lr_mult, layer_decay, train_bn, cache_features: passed to the chosen strategy
-            (not to ``scratch``).
-        confirm: race the cell's strategy (the prior) against its ``neighbours`` on the labelled
-            data before training (:mod:`experiments.finetune.race`); false keeps the prior.
-        race_budget: the race's optimizer steps as a fraction of the chosen run's (0.5: the whole
-            auto run costs at most about 1.5 runs).
-        neighbours: per strategy, the plausible alternatives that race against it.
-    """
-
-    name: str = "auto"
-    large_from: int = 25
-    shift_threshold: float = 0.05
-    probe_threshold: float = 0.6
-    max_samples: int = 2000
-    similar_small: str = "classifier_only"
-    similar_large: str = "partial"
-    different_small: str = "full"
-    different_large: str = "full"
-    confirm: bool = True
-    race_budget: float = 0.5
-    neighbours: dict[str, list[str]] = field(default_factory=lambda: dict(NEIGHBOURS))
-
-    def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
-        super().validate(max_epochs, n_blocks)
-        _require(isinstance(self.confirm, bool), "confirm", self.confirm, "true or false")
-        r = self.race_budget
-        _require(_number(r) and 0 < r <= 1, "race_budget", r, "a number in (0, 1] (a fraction of the run's steps)")
-        for strategy, others in dict(self.neighbours or {}).items():
-            _require(strategy in STRATEGIES, f"neighbours.{strategy}", strategy, f"one of {', '.join(STRATEGIES)}")
-            for other in others or ():
-                _require(other in STRATEGIES, f"neighbours.{strategy}", list(others), f"names among {', '.join(STRATEGIES)}")
-        n, s, p, m = self.large_from, self.shift_threshold, self.probe_threshold, self.max_samples
-        _require(_integer(n) and n >= 1, "large_from", n, "an integer >= 1 (labelled samples per class)")
-        _require(_number(s) and 0 < s < 1, "shift_threshold", s, "a number in (0, 1)")
-        _require(_number(p) and 0 < p <= 1, "probe_threshold", p, "a number in (0, 1]")
-        _require(_integer(m) and m >= 10, "max_samples", m, "an integer >= 10")
-        for cell in CELLS:
-            choice = getattr(self, cell)
-            _require(choice in STRATEGIES, cell, choice, f"one of {', '.join(STRATEGIES)}")
-
-    def shared_keys(self) -> dict[str, object]:
-        """The keys every strategy takes, as given to ``auto`` (passed on to its choice)."""
-        return {"backbone_lr_mult": self.backbone_lr_mult, "layer_decay": self.layer_decay,
-                "train_bn": self.train_bn, "cache_features": self.cache_features}

@@ -2,15 +2,15 @@
 
 Imported only after the config has been validated (it pulls in torch and Lightning). A checkpoint's
 state_dict always meets the module it came from, because every task builds through
-:func:`build_components`.
+:func:`build_components`. The builders take a concrete strategy: ``finetune=auto`` is resolved
+before them (:mod:`experiments.pipeline.auto`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -21,13 +21,11 @@ from experiments.checkpoints import AtomicCheckpointIO, BackgroundCheckpointIO
 from experiments.checkpoints.frozen import UnchangedTensors
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.errors import ConfigError, DataError, ModelError
-from experiments.finetune.auto import AutoChoice, resolve
 from experiments.finetune.groups import count_parameters
-from experiments.finetune.strategies import Auto, FinetuneStrategy
+from experiments.finetune.strategies import FinetuneStrategy
 from experiments.models.core import TransferModel, create_model
-from experiments.reporting.hparams import hparams_of
-from experiments.reporting.sinks import log_text
 from experiments.config.arguments import accepted_kwargs, unknown_argument
+from experiments.pipeline.budget import apply_step_budget
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +38,6 @@ class Components:
     datamodule: ClassificationDataModule
     model: TransferModel
     module: L.LightningModule
-    #: finetune=auto: what was measured, the prior, the race, and why ``strategy`` was chosen
-    auto_choice: AutoChoice | None = None
 
 
 def model_from_config(model_cfg: DictConfig, num_classes: int, input_shape: tuple[int, ...],
@@ -126,52 +122,26 @@ def check_takes_vectors(model: TransferModel, datamodule: ClassificationDataModu
         model.train()
 
 
-def build_components(cfg: DictConfig, strategy: FinetuneStrategy | None = None) -> Components:
-    """Seeded: the strategy (``cfg.finetune`` unless given), the data, the model sized from it and
-    the LightningModule around it.
-
-    ``finetune=auto`` measures the run here and is replaced by the strategy it chooses before the
-    module is built (:func:`build_chosen`).
-    """
+def build_data_and_model(cfg: DictConfig, strategy: FinetuneStrategy) -> tuple[ClassificationDataModule, TransferModel]:
+    """Seeded: the data and the model sized from it (its preprocessing handed to the data), with the
+    run's epochs resolved from ``train_steps``. ``finetune=auto``'s measurements start here too."""
     check_all_arguments(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    strategy = strategy or instantiate(cfg.finetune)
     datamodule: ClassificationDataModule = instantiate(cfg.data)
     model = build_model(cfg, datamodule, strategy)
     datamodule.set_preprocessing(model.preprocessing)
     apply_step_budget(cfg, datamodule)
-    if isinstance(strategy, Auto):
-        return build_chosen(cfg, strategy, datamodule, model)
+    return datamodule, model
+
+
+def build_components(cfg: DictConfig) -> Components:
+    """Seeded: the strategy (``cfg.finetune``, a concrete one), the data, the model sized from it
+    and the LightningModule around it."""
+    strategy: FinetuneStrategy = instantiate(cfg.finetune)
+    datamodule, model = build_data_and_model(cfg, strategy)
     strategy = strategy.for_run(cfg.trainer.max_epochs, len(model.blocks))
     warn_frozen_random(strategy, model, cfg.trainer.max_epochs)
     return assemble(cfg, strategy, datamodule, model)
-
-
-def steps_per_epoch(trainer_cfg: DictConfig, datamodule: ClassificationDataModule) -> int:
-    """Optimizer steps in one training epoch: the loader's batches, cut by
-    ``trainer.limit_train_batches`` (a count or a fraction), over ``accumulate_grad_batches``."""
-    datamodule.setup("fit")
-    batches = len(datamodule.train_dataloader())
-    limit = trainer_cfg.get("limit_train_batches")
-    if limit is not None:
-        batches = min(batches, int(limit)) if isinstance(limit, int) and not isinstance(limit, bool) else \
-            max(1, int(batches * float(limit)))
-    return max(1, math.ceil(batches / int(trainer_cfg.get("accumulate_grad_batches") or 1)))
-
-
-def apply_step_budget(cfg: DictConfig, datamodule: ClassificationDataModule) -> None:
-    """``train_steps=N``: ``trainer.max_epochs`` becomes the epochs that make at least N optimizer
-    steps on this data, so a 100-image run trains as long as a 10,000-image one instead of making
-    30 steps. Every schedule (strategy, scheduler) then spans the resolved epochs."""
-    steps = cfg.get("train_steps")
-    if steps is None:
-        return
-    per_epoch = steps_per_epoch(cfg.trainer, datamodule)
-    epochs = math.ceil(int(steps) / per_epoch)
-    if epochs != cfg.trainer.max_epochs:
-        log.info("train_steps=%d: %d optimizer steps per epoch -> trainer.max_epochs=%d (was %d)",
-                 steps, per_epoch, epochs, cfg.trainer.max_epochs)
-    cfg.trainer.max_epochs = epochs
 
 
 def assemble(cfg: DictConfig, strategy: FinetuneStrategy, datamodule: ClassificationDataModule,
@@ -226,13 +196,6 @@ def check_objective(objective: str, logged: set[str], unlogged_reason: Callable[
         )
 
 
-def build_chosen(cfg: DictConfig, auto: Auto, datamodule: ClassificationDataModule, model: TransferModel) -> Components:
-    """``finetune=auto``: resolve the strategy (measure, prior, race: :mod:`experiments.finetune.auto`),
-    then build the run with it afresh, seeded: exactly the run that names the strategy."""
-    choice = resolve(cfg, auto, datamodule, model)
-    return replace(build_components(cfg, choice.strategy), auto_choice=choice)
-
-
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] = (), **settings: Any) -> L.Trainer:
     """The configured Trainer with the configured callbacks and loggers, plus ``callbacks`` and
     ``settings`` (Trainer arguments) that a task adds."""
@@ -242,7 +205,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] = (), **settings:
     settings.setdefault("plugins", [BackgroundCheckpointIO() if background else AtomicCheckpointIO()])
     if OmegaConf.select(cfg, "checkpoint.reference_frozen", default=True):  # the writer's partner
         configured.append(UnchangedTensors())
-    return instantiate(cfg.trainer, callbacks=[*configured, *callbacks], logger=loggers or False, **settings)
+    settings.setdefault("logger", loggers or False)
+    return instantiate(cfg.trainer, callbacks=[*configured, *callbacks], **settings)
 
 
 def evaluate(trainer: L.Trainer, parts: Components, ckpt_path: str | None) -> dict[str, float]:
@@ -280,13 +244,3 @@ def val_record(datamodule: Any) -> dict[str, Any]:
     if limit is not None:
         return {"val_samples_per_class": limit}
     return {"val_samples_per_class": "all"} if getattr(datamodule, "val_samples_per_class", None) == "all" else {}
-
-
-def log_config(trainer: L.Trainer, cfg: DictConfig, overrides: list[str] = ()) -> None:
-    """The resolved config as text in TensorBoard, so a run's settings sit beside its curves, and
-    the values a person compares as the loggers' hyperparameters (TensorBoard's HPARAMS tab gets
-    the final metrics after testing)."""
-    params = hparams_of(cfg, overrides)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(params)
-    log_text(trainer, "config", OmegaConf.to_yaml(cfg, resolve=True))

@@ -3,7 +3,8 @@
 A scheduler preempts a job with SIGTERM, a person with Ctrl-C (SIGINT). Lightning on its own exits 0
 after a SIGTERM and 1 after a SIGINT, and neither path reaches the run's record. While a task runs,
 :func:`signals_interrupt` turns both into :class:`Interrupted` (a ``KeyboardInterrupt``, so Lightning
-runs its ``on_exception`` hooks and tears down as for Ctrl-C); ``cli.run_task`` then writes
+runs its ``on_exception`` hooks and tears down as for Ctrl-C); the job wrapper
+(:func:`experiments.pipeline.job.run`) then writes
 results.json with ``status: interrupted`` and exits with ``128 + signal`` (143, 130).
 
 The resume point is ``last.ckpt``, written atomically at the end of every finished epoch: resuming
@@ -62,12 +63,12 @@ def signals_interrupt() -> Iterator[list[int]]:
             signal.signal(s, handler)
 
 
-def interrupted_record(signum: int, run_dir: Path, checkpoint_dir: Path) -> dict[str, Any]:
-    """The record's fields for a run stopped by ``signum``: where it stopped and how to resume."""
+def interrupted_record(signum: int, last: Path) -> dict[str, Any]:
+    """The record's fields for a run stopped by ``signum``: where it stopped and how to resume
+    from ``last`` (its ``last.ckpt``)."""
     from experiments.checkpoints import checkpoint_progress
 
     name = signal.Signals(signum).name
-    last = checkpoint_dir / "last.ckpt"
     progress = checkpoint_progress(last) if last.is_file() else None
     if progress is None:
         how = "no epoch had finished: run the same command again"

@@ -35,8 +35,19 @@ from experiments.pipeline.results import RESULTS_FILE, read_results
 
 log = logging.getLogger(__name__)
 
+#: the checkpoint a run writes after every finished epoch: its resume point
+LAST_CHECKPOINT = "last.ckpt"
+
 #: records a failed command must not replace: a finished run's, and an interrupted one's resume command
 KEPT_STATUSES = ("ok", "interrupted")
+
+
+def last_checkpoint(cfg: DictConfig, run_dir: Path | str | None = None) -> Path:
+    """Where ``last.ckpt`` is written: in the ``last_checkpoint`` callback's folder, else in
+    ``<run dir>/checkpoints`` (``run_dir`` defaults to ``paths.run_dir``). The one answer."""
+    configured = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath", default=None)
+    folder = Path(configured) if configured else Path(run_dir or cfg.paths.run_dir) / "checkpoints"
+    return folder / LAST_CHECKPOINT
 
 
 def record_status(run_dir: Path) -> str | None:
@@ -60,7 +71,7 @@ def refuse_finished(run_dir: Path, overwrite: bool, key: str = "hydra.run.dir") 
     raise ConfigError(
         f"{key}={run_dir} holds a finished run (its results.json says ok), and a command never "
         f"rewrites one: leave {key} out (every run gets a new dir), choose another dir, resume it with "
-        f"ckpt_path={Path(run_dir) / 'checkpoints' / 'last.ckpt'} (that trains in a new dir), or add "
+        f"ckpt_path={Path(run_dir) / 'checkpoints' / LAST_CHECKPOINT} (that trains in a new dir), or add "
         "overwrite=true to replace it"
     )
 

@@ -1,8 +1,12 @@
 """What each ``mode=`` does, one function per mode in one table (:data:`TASKS`).
 
-``cli.run_task`` validates the config, calls ``TASKS[cfg.mode](cfg, overrides)`` and owns the
-record around it (start time, run dir, overrides, failures). A task returns its part of the record
-(None: nothing to record). Heavy imports happen inside the tasks, after validation.
+The job wrapper (:func:`experiments.pipeline.job.run`) validates the config, calls
+``TASKS[cfg.mode](cfg, job)`` and owns the record around it (start time, run dir, overrides,
+failures). A task returns an :class:`Outcome`: its part of the record and the objects it built
+(Trainer, components), so tests, benchmarks and the race reuse a run instead of wiring their own
+(None: nothing to record). Heavy imports happen inside the tasks, after validation. ``finetune=auto``
+is resolved into the strategy it chooses before anything is built
+(:func:`experiments.pipeline.auto.resolve_finetune`).
 
 Test and predict rebuild data, model and module from the config exactly as training does (the
 checkpoint holds weights and state, not the model's construction: see
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +26,25 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import ConfigError
 from experiments.pipeline.from_checkpoint import checkpoint_file
+from experiments.pipeline.context import Job
 
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    """What a task did: its part of the record, and what it built (None where it built none)."""
+
+    record: Record
+    parts: Any = None  # experiments.pipeline.build.Components
+    trainer: Any = None  # lightning.Trainer
+
+
+def _job(job: Job | None, cfg: DictConfig) -> Job:
+    """The job a task runs in; a task called directly (a test, a benchmark) runs in its run dir."""
+    return job if job is not None else Job(Path(cfg.paths.run_dir))
 
 
 def components_checked_against(cfg: DictConfig, ckpt: str | Path | None):
@@ -40,71 +60,77 @@ def components_checked_against(cfg: DictConfig, ckpt: str | Path | None):
     return parts
 
 
-def train(cfg: DictConfig, overrides: Sequence[str] = (), callbacks: Sequence[Any] = ()) -> Record:
-    """``mode=train``: fit (resuming from ``ckpt_path`` when given), then validate and test the
-    best checkpoint. ``callbacks`` are added to the configured ones (benchmarks time epochs so)."""
-    from experiments.pipeline.build import build_trainer, evaluate, log_config, run_facts
-    from experiments.finetune.cache import FeatureCache
+def train(cfg: DictConfig, job: Job | None = None, callbacks: Sequence[Any] = ()) -> Outcome:
+    """``mode=train``: resolve ``finetune=auto``, fit (resuming from ``ckpt_path`` when given),
+    then validate and test the best checkpoint. ``callbacks`` join the configured ones
+    (benchmarks time epochs so)."""
+    from experiments.pipeline.auto import resolve_finetune
+    from experiments.pipeline.build import evaluate, run_facts
+    from experiments.pipeline.fit import fit
+    from experiments.reporting.hparams import RunConfigText
 
+    job = _job(job, cfg)
+    cfg, choice = resolve_finetune(cfg, job.searchpath)
     parts = components_checked_against(cfg, cfg.get("ckpt_path"))
-    finetune = parts.module.finetune_callback  # the module brings it (configure_callbacks)
-    cache = FeatureCache(parts.strategy, parts.datamodule, parts.model, cfg.trainer)
-    fit_data = cache.fit_datamodule()
-    trainer = build_trainer(cfg, [*cache.callbacks(), *callbacks], **cache.trainer_settings())
-    log_config(trainer, cfg, list(overrides))
-    if parts.auto_choice is not None:  # finetune=auto: its numbers and reason beside the curves
-        from experiments.finetune.auto import log_choice_text
-
-        log_choice_text(trainer, parts.auto_choice)
-
-    trainer.fit(parts.module, datamodule=fit_data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-    callback = trainer.checkpoint_callback
-    best = getattr(callback, "best_model_path", "") or None
-    return {
+    texts = {"finetune/auto": choice.report()} if choice is not None else {}  # auto's reason beside the curves
+    fitted = fit(cfg, parts, [RunConfigText(cfg, job.overrides, texts), *callbacks], ckpt_path=cfg.get("ckpt_path"))
+    trainer = fitted.trainer
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    optimizer = trainer.optimizers[0] if trainer.optimizers else None
+    record = {
         "metrics": evaluate(trainer, parts, best),
         **run_facts(parts),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "best_checkpoint": best,
         "finetune_detail": {
-            **finetune.summary(parts.model, trainer.optimizers[0] if trainer.optimizers else None),
-            "feature_cache": cache.record(),
-            **({"auto": parts.auto_choice.record()} if parts.auto_choice is not None else {}),
+            **parts.module.finetune_callback.summary(parts.model, optimizer),  # the module brings it
+            "feature_cache": fitted.cache.record(),
+            **({"auto": choice.record()} if choice is not None else {}),
         },
     }
+    return Outcome(record, parts, trainer)
 
 
-def advise(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
+def advise(cfg: DictConfig, job: Job | None = None) -> Outcome:
     """``mode=advise``: finetune=auto's analysis (labels per class, domain shift, linear probe, the
     cell and the strategy it would train, and why) on the console and in the record; no training.
 
     Uses ``finetune=auto``'s keys when that is the configured strategy, its defaults otherwise.
     """
-    from hydra.utils import instantiate
+    import copy
 
+    from omegaconf import open_dict
+
+    from experiments.config.compose import compose_option
+    from experiments.pipeline.auto import is_auto, resolve_finetune
     from experiments.pipeline.build import build_components, run_facts
-    from experiments.finetune.strategies import Auto
 
-    strategy = instantiate(cfg.finetune)
-    if not isinstance(strategy, Auto):
-        log.info("mode=advise: finetune=%s ignored, analysing with finetune=auto's defaults", strategy.name)
-        strategy = Auto()
-    parts = build_components(cfg, strategy)
-    return {**run_facts(parts), "finetune_detail": {"auto": parts.auto_choice.record()}}
+    job = _job(job, cfg)
+    if not is_auto(cfg.finetune):
+        log.info("mode=advise: finetune=%s ignored, analysing with finetune=auto's defaults", cfg.finetune.name)
+        cfg = copy.deepcopy(cfg)
+        with open_dict(cfg):
+            cfg.finetune = compose_option("finetune", "auto", job.searchpath)
+    cfg, choice = resolve_finetune(cfg, job.searchpath)
+    parts = build_components(cfg)
+    return Outcome({**run_facts(parts), "finetune_detail": {"auto": choice.record()}}, parts)
 
 
-def evaluate_checkpoint(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
+def evaluate_checkpoint(cfg: DictConfig, job: Job | None = None) -> Outcome:
     """``mode=test``: validation and test metrics of ``ckpt_path``, as the training run reports them."""
-    from experiments.pipeline.build import build_trainer, evaluate, log_config, run_facts
+    from experiments.pipeline.build import build_trainer, evaluate, run_facts
+    from experiments.reporting.hparams import RunConfigText
 
+    job = _job(job, cfg)
     ckpt = checkpoint_file(cfg)
     parts = components_checked_against(cfg, ckpt)
-    trainer = build_trainer(cfg)
-    log_config(trainer, cfg, list(overrides))
-    return {"metrics": evaluate(trainer, parts, str(ckpt)), **run_facts(parts), "checkpoint": str(ckpt)}
+    trainer = build_trainer(cfg, [RunConfigText(cfg, job.overrides)])
+    record = {"metrics": evaluate(trainer, parts, str(ckpt)), **run_facts(parts), "checkpoint": str(ckpt)}
+    return Outcome(record, parts, trainer)
 
 
-def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
+def predict(cfg: DictConfig, job: Job | None = None) -> Outcome:
     """``mode=predict``: ``predictions.csv`` in the run dir, for the data's test split or, with
     ``predict.inputs=PATH``, for new files prepared as the checkpoint's run prepared its data (then
     also ``predictions.png``, the first images with their predictions). Bad paths are refused before
@@ -129,10 +155,10 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
     record = {"predictions": str(writer.path), "num_predictions": writer.rows, **run_facts(parts), "checkpoint": str(ckpt)}
     if files is not None:
         record.update(_input_report(trainer, writer))
-    return record
+    return Outcome(record, parts, trainer)
 
 
-def export(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
+def export(cfg: DictConfig, job: Job | None = None) -> Outcome:
     """``mode=export``: ``ckpt_path``'s model as ONNX, TorchScript or safetensors in ``<run dir>/export/``,
     checked against PyTorch on test batches (:mod:`experiments.export`)."""
     from experiments.pipeline.build import run_facts
@@ -140,7 +166,7 @@ def export(cfg: DictConfig, overrides: Sequence[str] = ()) -> Record:
 
     ckpt = checkpoint_file(cfg)
     parts = components_checked_against(cfg, ckpt)
-    return {"export": export_model(cfg, parts, ckpt), **run_facts(parts), "checkpoint": str(ckpt)}
+    return Outcome({"export": export_model(cfg, parts, ckpt), **run_facts(parts), "checkpoint": str(ckpt)}, parts)
 
 
 def _input_kind(cfg: DictConfig) -> str:
@@ -180,21 +206,21 @@ def _input_report(trainer, writer) -> Record:
     return report
 
 
-def check_environment(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+def check_environment(cfg: DictConfig, job: Job | None = None) -> None:
     """``mode=env``: versions, CUDA build vs GPUs, MPS, CPU threads and a verdict, on stdout."""
     from experiments.env import format_report, inspect_environment
 
     print(format_report(inspect_environment()), flush=True)
 
 
-def list_models(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+def list_models(cfg: DictConfig, job: Job | None = None) -> None:
     """``mode=models``: the configured family's model names (``model.name`` may hold wildcards)."""
     from experiments.models.listing import print_models
 
     print_models(cfg)
 
 
-Task = Callable[[DictConfig, Sequence[str]], Record | None]
+Task = Callable[[DictConfig, Job], Outcome | None]
 
 TASKS: dict[str, Task] = {
     "train": train,

@@ -71,3 +71,26 @@ class FinalMetricsHparams(L.Callback):
 def _floats(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {key: float(value) for key, value in metrics.items() if key.startswith(prefix)}
 
+
+
+class RunConfigText(L.Callback):
+    """At the first stage a Trainer runs (fit, validate, ...): the values a person compares as
+    the loggers' hyperparameters (:func:`hparams_of`), the resolved config as text (TensorBoard's
+    TEXT tab, an MLflow artifact), so a run's settings sit beside its curves, and ``texts``
+    (``tag -> text``: finetune=auto's analysis) beside it."""
+
+    def __init__(self, cfg: DictConfig, overrides: Sequence[str] = (), texts: dict[str, str] | None = None) -> None:
+        self.cfg, self.overrides, self.texts = cfg, list(overrides), dict(texts or {})
+        self._logged = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._logged:
+            return
+        from experiments.reporting.sinks import log_text
+
+        self._logged = True
+        params = hparams_of(self.cfg, self.overrides)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(params)
+        for tag, text in {"config": OmegaConf.to_yaml(self.cfg, resolve=True), **self.texts}.items():
+            log_text(trainer, tag, text)

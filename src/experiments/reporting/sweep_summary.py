@@ -18,7 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config.rules import objective_mode
+from experiments.config.metrics import objective_mode
 from experiments.pipeline.results import RESULTS_FILE, read_results
 
 log = logging.getLogger(__name__)
