@@ -14,6 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from experiments.config.domains import DOMAINS
 from experiments.errors import ConfigError
 from experiments.config.arguments import is_integer, is_number, unknown_argument
+from experiments.config.declared import problems_of
 
 #: every ``mode=``; experiments.pipeline.tasks.TASKS holds one function for each (a test checks they agree)
 MODES = ("train", "test", "predict", "export", "advise", "env", "models")
@@ -32,12 +33,6 @@ def _distinct_classes(value: Any) -> bool:
     return all(_int(i) and i >= 0 for i in items) or all(isinstance(i, str) and i.strip() for i in items)
 
 
-def _range_pair(low: float, high: float) -> Callable[[Any], bool]:
-    """``[a, b]`` with ``low <= a <= b <= high`` (null allowed: the augmentation is off)."""
-    return lambda v: v is None or (isinstance(v, ListConfig) and len(v) == 2 and all(_num(x) for x in v)
-                                   and low <= v[0] <= v[1] <= high)
-
-
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "64", "transformer-engine")
 
 
@@ -49,29 +44,20 @@ _Rule = tuple[str, Callable[[Any], bool], str]
 _RULES: list[_Rule] = [
     ("mode", lambda v: v in MODES, f"one of {', '.join(MODES)}"),
     ("seed", lambda v: _int(v), "an integer"),
-    ("data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    ("data.batched", lambda v: isinstance(v, bool), "true or false"),
     ("checkpoint.background", lambda v: isinstance(v, bool), "true or false"),
     ("checkpoint.reference_frozen", lambda v: isinstance(v, bool), "true or false"),
     ("overwrite", lambda v: isinstance(v, bool), "true or false"),
     ("publish", lambda v: v is None or (isinstance(v, str) and v.strip() != ""), "null or a path"),
     ("callbacks.last_checkpoint.every_n_epochs", lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    ("data.eval_batch_size", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
-    ("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
-    ("data.prefetch_factor", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
-    ("data.val_fraction", lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)"),
-    ("data.test_fraction", lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)"),
     ("data.train_fraction", lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1]"),
     ("data.samples_per_class", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
-    ("data.val_samples_per_class", lambda v: v is None or v == "all" or (_int(v) and v >= 1),
-     "null (as many as data.samples_per_class), an integer >= 1 or all"),
     ("data.partition", lambda v: v in PARTITIONS, f"one of {', '.join(PARTITIONS)}"),
     ("data.classes", lambda v: v is None or _distinct_classes(v),
      "null or a non-empty list of distinct class indices >= 0 or of distinct class names"),
     *((f"data.{key}", lambda v: _int(v) and v >= 1, "an integer >= 1")
       for key in ("patches_per_digit", "eval_patches_per_digit")),
     *((f"data.{flag}", lambda v: isinstance(v, bool), "true or false")
-      for flag in ("shuffle", "drop_last", "pin_memory", "persistent_workers", "download")),
+      for flag in ("download",)),
     ("data.num_classes", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
     ("data.channels", lambda v: v in (1, 3), "1 (grey) or 3 (RGB)"),
     ("data.sparse_format", lambda v: v in ("coo", "csr", "csc", "dense"), "one of coo, csr, csc, dense"),
@@ -88,26 +74,8 @@ _RULES: list[_Rule] = [
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     ("scheduler.step_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("scheduler.T_max", lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    # booleans are booleans: `adapt.adabn=off` must not turn AdaBN on (bool("off") is True)
-    *((key, lambda v: isinstance(v, bool), "true or false")
-      for key in ("adapt.adabn", "adapt.distribution_alignment", "adapt.entropy_conditioning", "module.compile",
-                  "module.channels_last")),
-    *((f"adapt.{key}", lambda v: _num(v) and v >= 0, "a number >= 0")
-      for key in ("loss_weight", "gamma", "lambda_max", "consistency_weight", "class_balance")),
-    *((f"adapt.{key}", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")
-      for key in ("ema_decay", "confidence_threshold", "dropout")),
-    *((f"adapt.{key}", lambda v: _num(v) and 0 <= v <= 1, "a number in [0, 1]") for key in ("rampup", "tau")),
-    ("adapt.temperature", lambda v: _num(v) and v > 0, "a number > 0"),
-    # augment= (data.device_augment): probabilities, magnitudes and [low, high] ranges
-    *((f"data.device_augment.{key}", lambda v: _num(v) and 0 <= v <= 1, "a probability in [0, 1]")
-      for key in ("hflip", "vflip", "grayscale", "invert", "erasing")),
-    *((f"data.device_augment.{key}", lambda v: _num(v) and v >= 0, "a number >= 0")
-      for key in ("degrees", "shear", "brightness", "contrast", "saturation", "noise")),
-    *((f"data.device_augment.{key}", _range_pair(low, high), f"null or [low, high] with {low} <= low <= high <= {high}"
-       f" (e.g. data.device_augment.{key}=[{example}])")
-      for key, low, high, example in (("translate", 0, 1, "0.1,0.1"), ("scale", 0.001, 1000, "0.9,1.1"),
-                                      ("tint", 0, 1000, "0.9,1.1"), ("erasing_scale", 0, 1, "0.02,0.33"),
-                                      ("erasing_ratio", 0.001, 1000, "0.3,3.3"))),
+    # booleans are booleans: `module.compile=off` must not turn compilation on (bool("off") is True)
+    *((key, lambda v: isinstance(v, bool), "true or false") for key in ("module.compile", "module.channels_last")),
     ("predict.inputs", lambda v: v is None or (isinstance(v, str) and v.strip() != ""), "null (the test split) or a path or glob"),
     ("predict.top_k", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("predict.grid", lambda v: _int(v) and v >= 0, "an integer >= 0 (images in the picture grid; 0: none)"),
@@ -115,8 +83,16 @@ _RULES: list[_Rule] = [
     ("export.tolerance", lambda v: _num(v) and v > 0, "a number > 0 (the largest logit difference allowed)"),
     ("export.check_batches", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("export.opset", lambda v: _int(v) and v >= 7, "an integer >= 7"),
-    *((f"adapt.{key}", lambda v: _int(v) and v >= 1, "an integer >= 1") for key in ("hidden", "layers")),
 ]
+
+
+def rule_problem(key: str, value: Any) -> str | None:
+    """The message for ``key=value`` when it breaks its rule in the table (None: no rule or fine):
+    for the checks that run before the whole config is validated (a Hydra callback's)."""
+    for rule_key, ok, allowed in _RULES:
+        if rule_key == key and not ok(value):
+            return f"{key}={value!r} is invalid: expected {allowed}"
+    return None
 
 
 def _select(cfg: DictConfig, key: str) -> tuple[bool, Any]:
@@ -158,6 +134,7 @@ def validate(cfg: DictConfig) -> None:
             present, value = _select(cfg, key)
             if present and not ok(value):
                 problems.append(f"{key}={value!r} is invalid: expected {allowed}")
+    problems += declared_problems(cfg)
     problems += _combination_problems(cfg)
     val, test = (OmegaConf.select(cfg, f"data.{k}_fraction", default=None) for k in ("val", "test"))
     if not problems and _num(val) and _num(test) and val + test >= 1:
@@ -168,6 +145,34 @@ def validate(cfg: DictConfig) -> None:
         problems += _strategy_problems(cfg)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+#: the config sections whose option nodes (``_target_``) may declare their keys' rules, and the
+#: packages whose classes declare none (their sources are not read)
+DECLARING_SECTIONS = ("data", "model", "finetune", "adapt", "optimizer", "scheduler", "module")
+UNDECLARED_PACKAGES = ("torch", "torchvision", "lightning", "timm", "transformers")
+
+
+def declared_problems(cfg: DictConfig) -> list[str]:
+    """Values that break a rule their option's class declares (:mod:`experiments.config.declared`),
+    for every node with a ``_target_`` under :data:`DECLARING_SECTIONS` (a domain pair's
+    ``data.source`` and ``data.target`` and the augmentation ``data.device_augment`` included)."""
+    found: list[str] = []
+
+    def walk(node: Any, key: str) -> None:
+        if not isinstance(node, DictConfig):
+            return
+        target = node.get("_target_") if "_target_" in node else None
+        if isinstance(target, str) and target.split(".")[0] not in UNDECLARED_PACKAGES:
+            found.extend(problems_of(key, node))
+        for child in node:
+            if not str(child).startswith("_") and isinstance(node._get_node(child), DictConfig):
+                walk(node[child], f"{key}.{child}")
+
+    for section in DECLARING_SECTIONS:
+        if section in cfg:
+            walk(cfg[section], section)
+    return found
 
 
 def _combination_problems(cfg: DictConfig) -> list[str]:

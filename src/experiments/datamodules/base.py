@@ -13,43 +13,21 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset, random_split
+from torch.utils.data import DataLoader, Dataset, random_split
 from torchvision.transforms import v2
 
 from experiments.datamodules.contract import CheckedCollate, check_length, check_split
 from experiments.errors import ConfigError
-from experiments.datamodules.device_augment import DeviceAugment
-from experiments.datamodules.selection import limit_per_class
-from experiments.datamodules.transforms import TransformedDataset, build_transform, is_deterministic, steps_of
+from experiments.datamodules.device_augment import AugmentsOnDevice, DeviceAugment
+from experiments.datamodules.selection import EpochSeededRandomSampler, limit_labelled_split
+from experiments.datamodules.transforms import TransformedDataset, build_transform, is_deterministic
 from experiments.models.core import Preprocessing
-from experiments.config.arguments import is_integer
+from experiments.config.declared import Flag, Integer, Number, checked_init
 
 log = logging.getLogger(__name__)
 
 
-class EpochSeededRandomSampler(RandomSampler):
-    """A new permutation every epoch, drawn from ``(seed, epoch)`` alone.
-
-    PyTorch's RandomSampler draws from a generator whose state lives only in memory, so a run
-    resumed from a checkpoint would see other batches than an uninterrupted one. Lightning calls
-    ``set_epoch`` on the sampler before every epoch (as for DistributedSampler), which makes the
-    order a pure function of the epoch: resumed runs replay the same batches.
-    """
-
-    def __init__(self, data_source, seed: int = 0) -> None:
-        super().__init__(data_source)
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
-
-
-class ClassificationDataModule(L.LightningDataModule):
+class ClassificationDataModule(AugmentsOnDevice, L.LightningDataModule):
     """Base class: loaders, split and preprocessing for a classification dataset.
 
     Args:
@@ -90,6 +68,21 @@ class ClassificationDataModule(L.LightningDataModule):
     #: what new inputs of this data are (``mode=predict predict.inputs=``): image files, or
     #: ``text`` (TextDataModule), ``vectors`` (feature rows that no file names)
     input_kind: str = "image"
+    #: the rules of the constructor's keys (``data.<key>``), declared once: checked before torch is
+    #: imported (read from this source by :mod:`experiments.config.declared`) and at construction;
+    #: a subclass declares its own keys and inherits these
+    KEYS = {
+        "batch_size": Integer(low=1), "eval_batch_size": Integer(low=1, null=True), "num_workers": Integer(low=0),
+        "prefetch_factor": Integer(low=1, null=True), "val_fraction": Number(low=0, high=1, low_open=True, high_open=True),
+        "test_fraction": Number(low=0, high=1, low_open=True, high_open=True), "batched": Flag(), "shuffle": Flag(),
+        "drop_last": Flag(), "pin_memory": Flag(), "persistent_workers": Flag(),
+        "val_samples_per_class": Integer(low=1, null=True, words=("all",)),
+    }
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = checked_init(cls.__dict__["__init__"], cls, "data", ConfigError)
 
     def __init__(
         self,
@@ -113,9 +106,6 @@ class ClassificationDataModule(L.LightningDataModule):
         val_samples_per_class: int | str | None = None,
     ) -> None:
         super().__init__()
-        if not (val_samples_per_class in (None, "all") or (is_integer(val_samples_per_class) and val_samples_per_class >= 1)):
-            raise ConfigError(f"data.val_samples_per_class={val_samples_per_class!r} is invalid: expected null (as "
-                              "many as data.samples_per_class), an integer >= 1, or 'all' (the whole split)")
         self.val_samples_per_class = val_samples_per_class
         self.batched = batched
         if device_augment is not None and self.input_kind != "image":
@@ -242,32 +232,6 @@ class ClassificationDataModule(L.LightningDataModule):
         x, y = batch
         return [self.augment_on_device(self.device_augment, x, trainer.current_epoch, trainer.global_rank), y]
 
-    def augment_on_device(self, augment: DeviceAugment, x: torch.Tensor, epoch: int, rank: int = 0,
-                          stream: int = 0) -> torch.Tensor:
-        """``augment`` applied to this data's training batch ``x`` on its device (the loader's
-        normalisation undone and redone), drawn from the (seed, epoch, rank, stream) generator:
-        ``stream`` keeps two users of one data option apart (a domain pair's target views)."""
-        if self._train_normalisation is None:  # found once: the training transform is fixed by now
-            self._train_normalisation = self._normalisation()
-        mean, std = self._train_normalisation
-        generator = self._epoch_generator(x.device, epoch, rank, stream)
-        return augment.normalized(x, mean, std, generator) if mean is not None else augment(x, generator)
-
-    def _epoch_generator(self, device: torch.device, epoch: int, rank: int, stream: int = 0) -> torch.Generator:
-        """A generator on ``device`` seeded from (seed, epoch, rank, stream): a resumed run draws the same."""
-        key = (epoch, stream)
-        if key not in self._augment_generators:
-            seed = self.seed * 100_003 + epoch * 7_919 + rank + stream * 1_000_003
-            self._augment_generators = {k: g for k, g in self._augment_generators.items() if k[0] == epoch}
-            self._augment_generators[key] = torch.Generator(device=device).manual_seed(seed)
-        return self._augment_generators[key]
-
-    def _normalisation(self) -> tuple[list[float] | None, list[float] | None]:
-        """The mean/std the loader normalised training images with (None: not normalised)."""
-        transform = getattr(self.train_set, "transform", None)
-        steps = [m for m in steps_of(transform) if isinstance(m, v2.Normalize)] if transform is not None else []
-        return (list(steps[-1].mean), list(steps[-1].std)) if steps else (None, None)
-
     def loader_options(self) -> dict[str, Any]:
         """The DataLoader options shared by every split."""
         options: dict[str, Any] = {
@@ -323,19 +287,4 @@ class ClassificationDataModule(L.LightningDataModule):
         return self.make_loader(self.test_set, train=False)
 
 
-def limit_labelled_split(dataset: Dataset, n: int, generator: torch.Generator) -> Dataset:
-    """At most ``n`` items of each class of ``dataset`` (a seeded draw, order kept). An in-memory
-    dataset (a ``labels`` tensor) stays of its kind (its ``subset`` when it has one, else a new
-    one from ``images``/``labels``), so its batched fetching and side tensors stay; any other is
-    read item by item (validation splits are small) and wrapped in a ``Subset``."""
-    labels = getattr(dataset, "labels", None)
-    in_memory = isinstance(labels, torch.Tensor)
-    if not in_memory:
-        labels = torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
-    order = torch.randperm(len(labels), generator=generator)
-    kept = torch.sort(limit_per_class(order, labels, n, generator)).values
-    if in_memory and hasattr(dataset, "subset"):
-        return dataset.subset(kept)
-    if in_memory and isinstance(getattr(dataset, "images", None), torch.Tensor):
-        return type(dataset)(dataset.images[kept], labels[kept])
-    return Subset(dataset, kept.tolist())
+ClassificationDataModule.__init__ = checked_init(ClassificationDataModule.__init__, ClassificationDataModule, "data", ConfigError)

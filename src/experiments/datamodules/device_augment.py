@@ -22,7 +22,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms import v2
 
+from experiments.datamodules.transforms import steps_of
+from experiments.config.declared import Interval, Number, checked_init
 from experiments.errors import ConfigError
 
 _GREY = (0.2989, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
@@ -46,6 +49,18 @@ class DeviceAugment(nn.Module):
             ratio ~ U(log erasing_ratio)) with zeros.
     """
 
+    #: the rules of the keys (``data.device_augment.<key>``), declared once: checked before torch is
+    #: imported (read from this source by :mod:`experiments.config.declared`) and at construction
+    KEYS = {
+        "hflip": Number(low=0, high=1, kind="a probability"), "vflip": Number(low=0, high=1, kind="a probability"),
+        "grayscale": Number(low=0, high=1, kind="a probability"), "invert": Number(low=0, high=1, kind="a probability"),
+        "erasing": Number(low=0, high=1, kind="a probability"),
+        "degrees": Number(low=0), "shear": Number(low=0), "brightness": Number(low=0), "contrast": Number(low=0),
+        "saturation": Number(low=0), "noise": Number(low=0),
+        "translate": Interval(0, 1, "0.1,0.1"), "scale": Interval(0.001, 1000, "0.9,1.1"), "tint": Interval(0, 1000, "0.9,1.1"),
+        "erasing_scale": Interval(0, 1, "0.02,0.33"), "erasing_ratio": Interval(0.001, 1000, "0.3,3.3"),
+    }
+
     def __init__(
         self,
         hflip: float = 0.0,
@@ -66,23 +81,16 @@ class DeviceAugment(nn.Module):
         erasing_ratio: Sequence[float] = (0.3, 3.3),
     ) -> None:
         super().__init__()
-        for key, value in (("hflip", hflip), ("vflip", vflip), ("grayscale", grayscale), ("invert", invert), ("erasing", erasing)):
-            if not 0 <= value <= 1:
-                raise ConfigError(f"data.device_augment.{key}={value} is invalid: expected a probability in [0, 1]")
-        for key, value in (("degrees", degrees), ("shear", shear), ("brightness", brightness), ("contrast", contrast),
-                           ("saturation", saturation), ("noise", noise)):
-            if value < 0:
-                raise ConfigError(f"data.device_augment.{key}={value} is invalid: expected a number >= 0")
         self.hflip, self.vflip = hflip, vflip
         self.degrees, self.shear = degrees, shear
-        self.translate = _pair("translate", translate, 0, 1)
-        self.scale = _pair("scale", scale, 1e-3, math.inf)
+        self.translate = _pair(translate)
+        self.scale = _pair(scale)
         self.brightness, self.contrast, self.saturation = brightness, contrast, saturation
-        self.tint = _pair("tint", tint, 0, math.inf)
+        self.tint = _pair(tint)
         self.grayscale, self.invert, self.noise = grayscale, invert, noise
         self.erasing = erasing
-        self.erasing_scale = _pair("erasing_scale", erasing_scale, 0, 1)
-        self.erasing_ratio = _pair("erasing_ratio", erasing_ratio, 1e-3, math.inf)
+        self.erasing_scale = _pair(erasing_scale)
+        self.erasing_ratio = _pair(erasing_ratio)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """An augmented copy of ``x`` ``(B, C, H, W)`` in [0, 1]; random draws from ``generator``
@@ -197,11 +205,46 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     return (x * weights).sum(dim=1, keepdim=True)
 
 
-def _pair(key: str, value: Sequence[float] | None, low: float, high: float) -> tuple[float, float] | None:
-    if value is None:
-        return None
-    pair = tuple(float(v) for v in value)
-    if len(pair) != 2 or not (low <= pair[0] <= pair[1] <= high):
-        raise ConfigError(f"data.device_augment.{key}={list(value)} is invalid: expected [low, high] with "
-                          f"{low} <= low <= high <= {high}")
-    return pair
+class AugmentsOnDevice:
+    """What a data module needs to augment its training batches on their device
+    (:class:`DeviceAugment`), reproducibly: a generator per (seed, epoch, rank, stream) and the
+    loader's normalisation undone and redone. Mixed into ``ClassificationDataModule``, which
+    provides ``seed``, ``train_set`` and the two caches."""
+
+    seed: int
+    _augment_generators: dict[tuple[int, int], torch.Generator]
+    _train_normalisation: tuple[list[float] | None, list[float] | None] | None
+
+    def augment_on_device(self, augment: DeviceAugment, x: torch.Tensor, epoch: int, rank: int = 0,
+                          stream: int = 0) -> torch.Tensor:
+        """``augment`` applied to this data's training batch ``x`` on its device (the loader's
+        normalisation undone and redone), drawn from the (seed, epoch, rank, stream) generator:
+        ``stream`` keeps two users of one data option apart (a domain pair's target views)."""
+        if self._train_normalisation is None:  # found once: the training transform is fixed by now
+            self._train_normalisation = self._normalisation()
+        mean, std = self._train_normalisation
+        generator = self._epoch_generator(x.device, epoch, rank, stream)
+        return augment.normalized(x, mean, std, generator) if mean is not None else augment(x, generator)
+
+    def _epoch_generator(self, device: torch.device, epoch: int, rank: int, stream: int = 0) -> torch.Generator:
+        """A generator on ``device`` seeded from (seed, epoch, rank, stream): a resumed run draws the same."""
+        key = (epoch, stream)
+        if key not in self._augment_generators:
+            seed = self.seed * 100_003 + epoch * 7_919 + rank + stream * 1_000_003
+            self._augment_generators = {k: g for k, g in self._augment_generators.items() if k[0] == epoch}
+            self._augment_generators[key] = torch.Generator(device=device).manual_seed(seed)
+        return self._augment_generators[key]
+
+    def _normalisation(self) -> tuple[list[float] | None, list[float] | None]:
+        """The mean/std the loader normalised training images with (None: not normalised)."""
+        transform = getattr(self.train_set, "transform", None)
+        steps = [m for m in steps_of(transform) if isinstance(m, v2.Normalize)] if transform is not None else []
+        return (list(steps[-1].mean), list(steps[-1].std)) if steps else (None, None)
+
+
+def _pair(value: Sequence[float] | None) -> tuple[float, float] | None:
+    """A ``[low, high]`` range (checked by its declared rule) as a tuple of floats."""
+    return None if value is None else (float(value[0]), float(value[1]))
+
+
+DeviceAugment.__init__ = checked_init(DeviceAugment.__init__, DeviceAugment, "data.device_augment", ConfigError)

@@ -3,7 +3,9 @@
 Shared by the options that hold their labels as one tensor (``digits``, ``digits_m``): every
 function takes labels and returns indices (or new labels), so images and any side tensors follow
 by indexing with the same indices. :class:`ClassSubsetMixin` gives such a DataModule
-``data.classes`` (its ``num_classes`` and ``class_names``).
+``data.classes`` (its ``num_classes`` and ``class_names``). Also for every data set: the labelled
+validation limit (:func:`limit_labelled_split`) and the training order that is a pure function of
+the epoch (:class:`EpochSeededRandomSampler`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from functools import cached_property
 
 import torch
+from torch.utils.data import Dataset, RandomSampler, Subset
 
 from experiments.config.rules import PARTITIONS
 from experiments.errors import ConfigError
@@ -133,3 +136,43 @@ def limit_per_class(index: torch.Tensor, labels: torch.Tensor, n: int, generator
     kept = [index[labels[index] == c][:n] for c in torch.unique(labels[index]).tolist()]
     index = torch.cat(kept)
     return index[torch.randperm(len(index), generator=generator)]
+
+
+def limit_labelled_split(dataset: Dataset, n: int, generator: torch.Generator) -> Dataset:
+    """At most ``n`` items of each class of ``dataset`` (a seeded draw, order kept). An in-memory
+    dataset (a ``labels`` tensor) stays of its kind (its ``subset`` when it has one, else a new
+    one from ``images``/``labels``), so its batched fetching and side tensors stay; any other is
+    read item by item (validation splits are small) and wrapped in a ``Subset``."""
+    labels = getattr(dataset, "labels", None)
+    in_memory = isinstance(labels, torch.Tensor)
+    if not in_memory:
+        labels = torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
+    order = torch.randperm(len(labels), generator=generator)
+    kept = torch.sort(limit_per_class(order, labels, n, generator)).values
+    if in_memory and hasattr(dataset, "subset"):
+        return dataset.subset(kept)
+    if in_memory and isinstance(getattr(dataset, "images", None), torch.Tensor):
+        return type(dataset)(dataset.images[kept], labels[kept])
+    return Subset(dataset, kept.tolist())
+
+
+class EpochSeededRandomSampler(RandomSampler):
+    """A new permutation every epoch, drawn from ``(seed, epoch)`` alone.
+
+    PyTorch's RandomSampler draws from a generator whose state lives only in memory, so a run
+    resumed from a checkpoint would see other batches than an uninterrupted one. Lightning calls
+    ``set_epoch`` on the sampler before every epoch (as for DistributedSampler), which makes the
+    order a pure function of the epoch: resumed runs replay the same batches.
+    """
+
+    def __init__(self, data_source, seed: int = 0) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()

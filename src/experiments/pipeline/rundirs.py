@@ -105,10 +105,12 @@ class KeepFinishedRuns(Callback):
 
     @staticmethod
     def _check(dirs: list[Path], config: DictConfig, key: str) -> None:
+        from experiments.config.rules import rule_problem  # the rule's one home
+
         overwrite = OmegaConf.select(config, "overwrite", default=False)
         try:
-            if overwrite not in (True, False):
-                raise ConfigError(f"overwrite={overwrite!r} is invalid: expected true or false")
+            if problem := rule_problem("overwrite", overwrite):
+                raise ConfigError(problem)
             for run_dir in dirs:
                 refuse_finished(run_dir, overwrite, key)
         except ConfigError as err:

@@ -14,7 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, DomainBatch, LossFn, check_fraction, check_non_negative
+from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, DomainBatch, LossFn
+from experiments.config.declared import Flag, Number
 from experiments.models.core import TransferModel
 
 
@@ -38,12 +39,11 @@ class AdaMatch(AdaptationMethod):
     """
 
     log_names = ("target_loss", "mask_rate", "threshold")
+    KEYS = {"tau": Number(low=0, high=1), "loss_weight": Number(low=0), "distribution_alignment": Flag()}
 
     def __init__(self, name: str = "adamatch", adabn: bool = False, tau: float = 0.9, loss_weight: float = 1.0,
                  distribution_alignment: bool = True, views=None) -> None:
         super().__init__(name, adabn, views)
-        check_fraction("tau", tau)
-        check_non_negative(loss_weight=loss_weight)
         self.tau, self.loss_weight = tau, loss_weight
         self.distribution_alignment = bool(distribution_alignment)
 

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from experiments.config.declared import Flag, checked_init
 from experiments.errors import ConfigError
 from experiments.models.core import TransferModel
-from experiments.config.arguments import is_number
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -84,6 +84,15 @@ class AdaptationMethod(nn.Module):
     #: the top-probability above which a target prediction counts as confident (the validator
     #: ``val/target_confident`` uses the method's own threshold where it has one)
     confidence_threshold: float = 0.9
+    #: the rules of the constructor's keys (``adapt.<key>``), declared once: checked before torch
+    #: is imported (read from this source by :mod:`experiments.config.declared`) and at construction.
+    #: A subclass declares its own keys; its bases' are inherited.
+    KEYS = {"adabn": Flag()}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:  # every method's constructor checks its declared keys first
+            cls.__init__ = checked_init(cls.__dict__["__init__"], cls, "adapt", ConfigError)
 
     def __init__(self, name: str, adabn: bool = False, views: Mapping[str, Any] | None = None) -> None:
         super().__init__()
@@ -118,17 +127,3 @@ class AdaptationMethod(nn.Module):
             raise ConfigError(f"adapt={self.name} reads the target view {name!r} but the batches carry "
                               f"{sorted(batch.target)}: keep data.target_views: ${{adapt.views}} (data=da_pair)")
         return batch.target[name]
-
-
-def check_fraction(key: str, value: float, low: float = 0.0, high: float = 1.0, high_open: bool = False) -> None:
-    """``adapt.<key>`` in [low, high] (or [low, high)), else a ConfigError that names it."""
-    ok = is_number(value) and low <= value and (value < high if high_open else value <= high)
-    if not ok:
-        raise ConfigError(f"adapt.{key}={value!r} is invalid: expected a number in [{low}, {high}{')' if high_open else ']'}")
-
-
-def check_non_negative(**values: float) -> None:
-    """Each ``adapt.<key>`` a number >= 0, else a ConfigError that names it."""
-    for key, value in values.items():
-        if not is_number(value) or value < 0:
-            raise ConfigError(f"adapt.{key}={value!r} is invalid: expected a number >= 0")

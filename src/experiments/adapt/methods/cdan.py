@@ -14,6 +14,7 @@ import torch
 from experiments.adapt.entropy import certainty_weights
 from experiments.adapt.methods.base import AdaptStep, DomainBatch, LossFn
 from experiments.adapt.methods.dann import DANN, joint_features
+from experiments.config.declared import Flag
 from experiments.models.core import TransferModel
 
 
@@ -24,6 +25,8 @@ class CDAN(DANN):
     The class probabilities are detached, as in the paper's code: the classifier learns from the
     source labels only. Args as :class:`DANN`, plus ``entropy_conditioning``.
     """
+
+    KEYS = {"entropy_conditioning": Flag()}
 
     def __init__(self, name: str = "cdan", adabn: bool = False, hidden: int = 256, layers: int = 2,
                  dropout: float = 0.0, loss_weight: float = 1.0, gamma: float = 10.0, lambda_max: float = 1.0,

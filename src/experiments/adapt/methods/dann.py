@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from experiments.adapt.adversarial import DomainAdversarialLoss
-from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, DomainBatch, LossFn, check_non_negative
+from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, DomainBatch, LossFn
+from experiments.config.declared import Integer, Number
 from experiments.errors import ModelError
 from experiments.models.core import TransferModel
 
@@ -43,12 +44,13 @@ class DANN(AdaptationMethod):
     """
 
     log_names = ("domain_loss", "domain_acc", "dann_lambda")
+    KEYS = {"hidden": Integer(low=1), "layers": Integer(low=1), "dropout": Number(low=0, high=1, high_open=True),
+            "loss_weight": Number(low=0), "gamma": Number(low=0), "lambda_max": Number(low=0)}
 
     def __init__(self, name: str = "dann", adabn: bool = False, hidden: int = 256, layers: int = 2,
                  dropout: float = 0.0, loss_weight: float = 1.0, gamma: float = 10.0, lambda_max: float = 1.0,
                  views=None) -> None:
         super().__init__(name, adabn, views)
-        check_non_negative(loss_weight=loss_weight, gamma=gamma, lambda_max=lambda_max)
         self.adversary_options = {"hidden": hidden, "layers": layers, "dropout": dropout, "gamma": gamma,
                                   "lambda_max": lambda_max}
         self.loss_weight = loss_weight

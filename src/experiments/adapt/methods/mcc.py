@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from experiments.adapt.entropy import certainty_weights
-from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, DomainBatch, LossFn, check_non_negative
-from experiments.errors import ConfigError
+from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, DomainBatch, LossFn
+from experiments.config.declared import Number
 from experiments.models.core import TransferModel
 
 
@@ -34,13 +34,11 @@ class MCC(AdaptationMethod):
     """
 
     log_names = ("class_confusion",)
+    KEYS = {"loss_weight": Number(low=0), "temperature": Number(low=0, low_open=True)}  # 2.5 in the paper
 
     def __init__(self, name: str = "mcc", adabn: bool = False, loss_weight: float = 1.0, temperature: float = 2.5,
                  views=None) -> None:
         super().__init__(name, adabn, views)
-        check_non_negative(loss_weight=loss_weight, temperature=temperature)
-        if temperature == 0:
-            raise ConfigError("adapt.temperature=0 is invalid: expected a number > 0 (2.5 in the paper)")
         self.loss_weight, self.temperature = loss_weight, temperature
 
     def training_step(self, model: TransferModel, batch: DomainBatch, progress: float, loss_fn: LossFn) -> AdaptStep:

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from experiments.adapt.ema import ema_teacher, ema_update
-from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, DomainBatch, LossFn, check_fraction, check_non_negative
+from experiments.adapt.methods.base import AdaptationMethod, AdaptStep, DomainBatch, LossFn
+from experiments.config.declared import Number
 from experiments.models.core import TransferModel
 
 
@@ -53,15 +54,13 @@ class MeanTeacher(AdaptationMethod):
     """
 
     log_names = ("consistency", "mask_rate", "class_balance")
+    KEYS = {"ema_decay": Number(low=0, high=1, high_open=True), "confidence_threshold": Number(low=0, high=1, high_open=True),
+            "rampup": Number(low=0, high=1), "consistency_weight": Number(low=0), "class_balance": Number(low=0)}
 
     def __init__(self, name: str = "mean_teacher", adabn: bool = False, ema_decay: float = 0.99,
                  confidence_threshold: float = 0.968, consistency_weight: float = 3.0, class_balance: float = 0.005,
                  rampup: float = 0.0, views=None) -> None:
         super().__init__(name, adabn, views)
-        check_fraction("ema_decay", ema_decay, high_open=True)
-        check_fraction("confidence_threshold", confidence_threshold, high_open=True)
-        check_fraction("rampup", rampup)
-        check_non_negative(consistency_weight=consistency_weight, class_balance=class_balance)
         self.ema_decay, self.confidence_threshold = ema_decay, confidence_threshold
         self.consistency_weight, self.class_balance, self.rampup = consistency_weight, class_balance, rampup
 
