@@ -4,6 +4,7 @@ pair and its target views, the label-free validators, and every adapt= method en
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -449,10 +450,12 @@ def test_a_label_free_validator_can_be_the_objective(tmp_path):
 NEW_METHOD = '''
 import torch
 from experiments.adapt.methods.base import AdaptationMethod, AdaptStep
+from experiments.config.declared import Number
 
 
 class TargetEntropy(AdaptationMethod):
     log_names = ("target_entropy",)
+    KEYS = {"weight": Number(low=0)}
 
     def __init__(self, name="target_entropy", adabn=False, weight=0.1, views=None):
         super().__init__(name, adabn, views)
@@ -491,6 +494,41 @@ def test_a_new_method_is_one_class_and_one_yaml(tmp_path, monkeypatch):
                       TRAP, NO_FIGURES)
     record = train(cfg).record
     assert record["adapt"]["method"] == "target_entropy" and 0 <= record["metrics"]["val/target_acc"] <= 1
+
+
+def test_a_new_methods_new_key_is_checked_before_torch_from_its_declaration(tmp_path):
+    """The method's class declares ``weight``; nothing in the framework names it, yet a bad value is
+    refused by the early check, in a process that never imports torch, and by the constructor."""
+    (tmp_path / "my_methods.py").write_text(NEW_METHOD)
+    (tmp_path / "conf" / "adapt").mkdir(parents=True)
+    (tmp_path / "conf" / "adapt" / "target_entropy.yaml").write_text(NEW_YAML)
+    script = (
+        "import sys\n"
+        "from experiments.config.compose import compose_config\n"
+        "from experiments.config.rules import validate\n"
+        "from experiments.errors import ConfigError\n"
+        f"cfg = compose_config({str(tmp_path / 'run')!r}, 'hydra.searchpath=[file://{tmp_path / 'conf'}]', "
+        "'adapt=target_entropy', 'adapt.weight=-1')\n"
+        "try:\n    validate(cfg)\nexcept ConfigError as err:\n    print('refused:', err)\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)}).stdout
+    assert "refused: adapt.weight=-1 is invalid: expected a number >= 0" in out, out
+    assert "torch imported: False" in out, out
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from my_methods import TargetEntropy
+
+        with pytest.raises(ConfigError, match=r"adapt.weight=-0.5 is invalid: expected a number >= 0"):
+            TargetEntropy(weight=-0.5)
+        assert TargetEntropy(weight=0.5).weight == 0.5
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("my_methods", None)
 
 
 def test_inverse_decay_follows_the_formula_over_the_run():

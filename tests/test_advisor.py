@@ -284,3 +284,61 @@ def test_auto_keys_of_the_chosen_strategy_come_from_its_yaml(tmp_path):
     changed.mkdir()  # a strategy of the user's own, found through hydra.searchpath
     (changed / "slow_partial.yaml").write_text((CONF / "finetune" / "partial.yaml").read_text().replace("backbone_lr_mult: 0.1", "backbone_lr_mult: 0.02"))
     assert strategy_from_config("slow_partial", {"n_blocks": 2}, [f"file://{tmp_path}"]).backbone_lr_mult == 0.02
+
+
+USER_STRATEGY = '''
+from dataclasses import dataclass
+
+from experiments.finetune.strategies import FinetuneStrategy
+
+
+@dataclass
+class HeadThenPartial(FinetuneStrategy):
+    """The head alone for head_epochs, then the head and the last n_blocks blocks."""
+
+    name: str = "head_then_partial"
+    head_epochs: int = 1
+    n_blocks: int = 1
+
+    def trainable_depth(self, epoch: int) -> int:
+        return 0 if epoch < self.head_epochs else self.n_blocks
+'''
+
+USER_STRATEGY_YAML = '''_target_: my_strategies.HeadThenPartial
+name: head_then_partial
+head_epochs: 1
+n_blocks: 1
+backbone_lr_mult: 0.1
+layer_decay: null
+train_bn: false
+cache_features: auto
+'''
+
+
+def test_a_strategy_added_through_the_searchpath_is_a_candidate_of_auto(tmp_path, source_weights, monkeypatch):
+    """One class and one yaml outside the repository: trainable by name, raced and chosen by auto."""
+    from experiments.pipeline.context import Job
+    from experiments.pipeline.tasks import advise
+
+    (tmp_path / "my_strategies.py").write_text(USER_STRATEGY)
+    (tmp_path / "conf" / "finetune").mkdir(parents=True)
+    (tmp_path / "conf" / "finetune" / "head_then_partial.yaml").write_text(USER_STRATEGY_YAML)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    searchpath = (f"file://{tmp_path / 'conf'}",)
+    common = [*TINY, *TARGET, f"model.weights={source_weights}", "mode=advise", "finetune=auto",
+              f"hydra.searchpath=[{searchpath[0]}]"]
+
+    raced = compose_cfg(tmp_path / "raced", *common, "trainer.max_epochs=6",
+                        "finetune.neighbours.classifier_only=[head_then_partial]")
+    validate(raced)  # a neighbour of the user's own passes the early check
+    race = advise(raced, Job(tmp_path / "raced", searchpath=searchpath)).record["finetune_detail"]["auto"]["race"]
+    assert [t["strategy"] for t in race["trials"] if t["rung"] == 1] == ["classifier_only", "head_then_partial"]
+    assert {"head_epochs": 1, "n_blocks": 1}.items() <= race["trials"][1]["keys"].items()
+
+    chosen = compose_cfg(tmp_path / "chosen", *common, "finetune.similar_small=head_then_partial", "finetune.confirm=false")
+    outcome = advise(chosen, Job(tmp_path / "chosen", searchpath=searchpath))
+    assert outcome.record["finetune"] == "head_then_partial"
+    assert type(outcome.parts.strategy).__name__ == "HeadThenPartial"  # built from the user's yaml
+    with pytest.raises(ConfigError, match="finetune=head_then_partial has no finetune/head_then_partial.yaml"):
+        advise(compose_cfg(tmp_path / "unseen", *common, "finetune.similar_small=head_then_partial",
+                           "finetune.confirm=false"), Job(tmp_path / "unseen"))  # without the searchpath
