@@ -157,7 +157,7 @@ def test_feature_cache_is_off_for_a_domain_pair():
     from experiments.finetune import ClassifierOnly
     from experiments.finetune.cache import plan_feature_cache
 
-    plan = plan_feature_cache(ClassifierOnly(), DomainPairDataModule(DigitsDataModule(), DigitsDataModule()), 2)
+    plan = plan_feature_cache(ClassifierOnly(), DomainPairDataModule(DigitsDataModule(), DigitsDataModule()), 2, n_blocks=3)
     assert not plan.used and "domain adaptation" in plan.reason
 
 

@@ -46,7 +46,9 @@ def weights_file(tmp_path_factory):
 def run_strategy(tmp_path, weights, *overrides, epochs=2):
     cfg = compose_cfg(
         tmp_path, "model=resnet18", f"model.weights={weights}", "scheduler=none", f"optimizer.lr={LR}",
-        "optimizer=adam", f"trainer.max_epochs={epochs}", "+trainer.limit_train_batches=4", *overrides,
+        "optimizer=adam", f"trainer.max_epochs={epochs}", "+trainer.limit_train_batches=4",
+        "module.no_decay_1d=false",  # the strategies' own groups, exactly as before the weight-decay rule
+        *overrides,
     )
     record = run_job(cfg)
     state = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")  # frozen blocks restored from their file

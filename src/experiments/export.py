@@ -44,6 +44,7 @@ def export_model(cfg: DictConfig, parts: Any, ckpt: Path) -> dict[str, Any]:
     parts.module.load_state_dict(read_checkpoint(ckpt)["state_dict"])
     model = model.eval().cpu()
     batches = test_batches(parts.datamodule, int(cfg.export.check_batches))
+    adapted, merged = _merged(model)  # adapters (finetune=lora) folded in: the file is a plain model
     if fmt != "safetensors" and not torch.is_floating_point(batches[0]):
         raise ModelError(
             f"export.format={fmt}: {model.info.name} takes token ids (a text model); its encoder does not "
@@ -59,7 +60,7 @@ def export_model(cfg: DictConfig, parts: Any, ckpt: Path) -> dict[str, Any]:
         run = _export_torchscript(model, batches[0], out, metadata)
     else:
         run = _export_safetensors(cfg.model, model, tuple(parts.datamodule.input_shape), out, metadata)
-    difference = parity(model, run, batches)
+    difference = parity(adapted, run, batches)  # against the model as trained, adapters and all
     tolerance = float(cfg.export.tolerance)
     checked = sum(len(b) for b in batches)
     print(f"export {fmt}: {out}; largest logit difference to PyTorch {difference:.3g} over {checked} test "
@@ -71,7 +72,20 @@ def export_model(cfg: DictConfig, parts: Any, ckpt: Path) -> dict[str, Any]:
             "Try another export.opset, or raise export.tolerance if the difference is acceptable"
         )
     return {"path": str(out), "format": fmt, "max_logit_difference": difference, "tolerance": tolerance,
-            "checked_inputs": checked}
+            "checked_inputs": checked, **({"merged_adapters": merged} if merged else {})}
+
+
+def _merged(model: nn.Module) -> tuple[nn.Module, int]:
+    """The model as trained (a copy, when it carries adapters) and how many adapters were merged
+    into ``model`` in place (0: none, nothing copied)."""
+    from experiments.models.adapters import adapted_layers, merge_adapters_of
+
+    if not adapted_layers(model.backbone):
+        return model, 0
+    import copy
+
+    adapted = copy.deepcopy(model)
+    return adapted, merge_adapters_of(model)
 
 
 def test_batches(datamodule: Any, count: int) -> list[torch.Tensor]:

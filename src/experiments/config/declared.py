@@ -132,7 +132,7 @@ class Interval:
 
     @property
     def allowed(self) -> str:
-        return f"null or [low, high] with {self.lo} <= low <= high <= {self.hi}" + (f" (e.g. [{self.example}])" if self.example else "")
+        return f"null or [low, high] with {self.lo} <= low <= high <= {self.hi}" + (f" (e.g. {{key}}=[{self.example}])" if self.example else "")
 
 
 Rule = Number | Integer | Flag | OneOf | Interval
@@ -140,8 +140,9 @@ RULES: dict[str, type] = {cls.__name__: cls for cls in (Number, Integer, Flag, O
 
 
 def problem(key: str, rule: Rule, value: Any) -> str | None:
-    """``<key>=<value> is invalid: expected <allowed>`` when ``value`` breaks ``rule``."""
-    return None if rule.ok(value) else f"{key}={value!r} is invalid: expected {rule.allowed}"
+    """``<key>=<value> is invalid: expected <allowed>`` when ``value`` breaks ``rule`` (an example
+    in ``allowed`` names the key as ``{key}``)."""
+    return None if rule.ok(value) else f"{key}={value!r} is invalid: expected {rule.allowed.replace('{key}', key)}"
 
 
 # -- at construction ---------------------------------------------------------------------------

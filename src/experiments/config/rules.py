@@ -75,7 +75,7 @@ _RULES: list[_Rule] = [
     ("scheduler.step_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("scheduler.T_max", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     # booleans are booleans: `module.compile=off` must not turn compilation on (bool("off") is True)
-    *((key, lambda v: isinstance(v, bool), "true or false") for key in ("module.compile", "module.channels_last")),
+    *((key, lambda v: isinstance(v, bool), "true or false") for key in ("module.compile", "module.channels_last", "module.no_decay_1d")),
     ("predict.inputs", lambda v: v is None or (isinstance(v, str) and v.strip() != ""), "null (the test split) or a path or glob"),
     ("predict.top_k", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("predict.grid", lambda v: _int(v) and v >= 0, "an integer >= 0 (images in the picture grid; 0: none)"),

@@ -1,6 +1,7 @@
 """Fine-tuning strategies (``finetune=``), ``finetune=auto``'s options, and the callback that applies them."""
 
 from experiments.finetune.auto import Auto
+from experiments.finetune.parameters import BitFit, Lora, NormTuning
 from experiments.finetune.strategies import (
     ClassifierOnly,
     FinetuneStrategy,
@@ -11,4 +12,5 @@ from experiments.finetune.strategies import (
     Scratch,
 )
 
-__all__ = ["Auto", "ClassifierOnly", "FinetuneStrategy", "Full", "Gradual", "LinearProbeThenFinetune", "Partial", "Scratch"]
+__all__ = ["Auto", "BitFit", "ClassifierOnly", "FinetuneStrategy", "Full", "Gradual", "LinearProbeThenFinetune", "Lora",
+           "NormTuning", "Partial", "Scratch"]

@@ -6,8 +6,9 @@ feature vector every epoch, so recomputing it is waste: compute the features onc
 (features, label) batches to the head. The path is taken only when it gives the same result as the
 uncached one:
 
-* the strategy freezes the whole backbone for some leading epochs (classifier_only: all of them;
-  lp_ft: the probe stage),
+* the strategy freezes the whole backbone, unmodified, for some leading epochs (classifier_only:
+  all of them; lp_ft: the probe stage; never BitFit, norm tuning or LoRA, whose backbone
+  parameters or adapters train from the first step),
 * the training transforms are deterministic (no random augmentation),
 * frozen BatchNorm does not train (``finetune.train_bn=false``).
 
@@ -47,17 +48,19 @@ class CachePlan:
     reason: str
 
 
-def plan_feature_cache(strategy: FinetuneStrategy, datamodule: ClassificationDataModule, max_epochs: int) -> CachePlan:
-    """Decide the path from ``finetune.cache_features`` (auto | true | false) and validity."""
+def plan_feature_cache(strategy: FinetuneStrategy, datamodule: ClassificationDataModule, max_epochs: int,
+                       n_blocks: int) -> CachePlan:
+    """Decide the path from ``finetune.cache_features`` (auto | true | false) and validity, for a
+    model of ``n_blocks`` blocks."""
     setting = str(strategy.cache_features).lower()
-    frozen_epochs = strategy.frozen_backbone_epochs(max_epochs)
+    frozen_epochs = strategy.frozen_backbone_epochs(max_epochs, n_blocks)
     if setting == "false":
         return CachePlan(False, 0, "finetune.cache_features=false")
     problems = []
     if is_domain_pair(datamodule):
         problems.append("domain adaptation trains through the backbone on both domains (data is a domain pair)")
     if frozen_epochs == 0:
-        problems.append(f"finetune={strategy.name} trains backbone blocks from the first epoch")
+        problems.append(f"finetune={strategy.name} trains backbone parameters (or adapters) from the first epoch")
     if not datamodule.train_is_deterministic:
         problems.append("data.train_transforms has random augmentation (features differ every epoch)")
     if strategy.train_bn:
@@ -80,7 +83,7 @@ class FeatureCache:
     def __init__(self, strategy: FinetuneStrategy, datamodule: ClassificationDataModule, model: TransferModel,
                  trainer_cfg: Mapping[str, Any]) -> None:
         self.max_epochs = int(trainer_cfg["max_epochs"])
-        self.plan = plan_feature_cache(strategy, datamodule, self.max_epochs)
+        self.plan = plan_feature_cache(strategy, datamodule, self.max_epochs, len(model.blocks))
         self.head_fit = getattr(strategy, "head_fit", "none")
         self.head_fit_record: dict[str, Any] | None = None
         self.datamodule = datamodule

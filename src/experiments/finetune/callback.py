@@ -1,4 +1,7 @@
-"""Apply a fine-tuning schedule during training: freezing, BatchNorm modes, learning rates."""
+"""Apply a fine-tuning schedule during training: freezing, norm layers' modes, learning rates.
+
+Every decision reads the plan of what trains (:mod:`experiments.finetune.plan`): which parameters
+train this epoch, which norm layers are held in eval mode, each group's learning rate."""
 
 from __future__ import annotations
 
@@ -9,18 +12,17 @@ import lightning as L
 import torch
 from torch import nn
 
-from experiments.finetune.groups import block_depths
+from experiments.finetune.groups import group_key
+from experiments.finetune.plan import Row, held_norm_layers, parameter_table, summary, trainable
 from experiments.finetune.strategies import FinetuneStrategy
 from experiments.models.core import TransferModel
 
 log = logging.getLogger(__name__)
 
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
-
 
 class FinetuneCallback(L.Callback):
-    """Freezes and thaws blocks as ``strategy`` says, keeps frozen norm layers in eval mode and
-    moves learning rates at stage changes, scheduler included.
+    """Freezes and thaws parameters as ``strategy`` says, holds norm layers in eval mode unless
+    their block trains whole, and moves learning rates at stage changes, scheduler included.
 
     The state is recomputed from the epoch number at every epoch start, so resuming from a
     checkpoint lands in the right stage with no extra saved state.
@@ -32,31 +34,41 @@ class FinetuneCallback(L.Callback):
         self._eval_modules: list[nn.Module] = []
         self.history: list[dict[str, Any]] = []  # one entry per change of the trainable set
         self._last_epoch = 0
+        self._rows: tuple[int, list[Row]] | None = None  # the plan's table, per model
 
     # -- state of one epoch ----------------------------------------------------------------------
+    def rows(self, model: TransferModel) -> list[Row]:
+        """The plan's table of ``model``'s parameters (computed once per model)."""
+        if self._rows is None or self._rows[0] != id(model):
+            self._rows = (id(model), parameter_table(model))
+        return self._rows[1]
+
     def trainable_mask(self, model: TransferModel, epoch: int) -> list[bool]:
-        depth = self.strategy.trainable_depth(epoch)
-        return [d <= depth for d in block_depths(model)]
+        """Per block: whether any of its parameters trains in ``epoch``."""
+        rows = self.rows(model)
+        on = trainable(rows, self.strategy, len(model.blocks), epoch)
+        return [any(t for r, t in zip(rows, on) if r.block == index) for index in range(len(model.blocks))]
 
     def apply(self, model: TransferModel, epoch: int) -> list[bool]:
-        """Set ``requires_grad`` of every block for ``epoch``; returns the trainable mask."""
-        mask = self.trainable_mask(model, epoch)
-        for index, trainable in enumerate(mask):
-            for param in model.block_parameters(index):
-                param.requires_grad_(trainable)
-        for param in model.head_parameters():
-            param.requires_grad_(True)
-        self._eval_modules = self.frozen_modules(model, any(mask))
+        """Set ``requires_grad`` of every parameter for ``epoch``; returns the per-block mask."""
+        rows = self.rows(model)
+        on = trainable(rows, self.strategy, len(model.blocks), epoch)
+        for row, trains in zip(rows, on):
+            row.param.requires_grad_(trains)
+        self._eval_modules = self.held_modules(model, rows, on)
         model.backbone.train()  # modes persist across epochs: thawed blocks must leave eval mode
         self._set_eval()
-        return mask
+        return [any(t for r, t in zip(rows, on) if r.block == index) for index in range(len(model.blocks))]
 
-    def frozen_modules(self, model: TransferModel, any_block_trains: bool) -> list[nn.Module]:
+    def held_modules(self, model: TransferModel, rows: list[Row], on: list[bool]) -> list[nn.Module]:
         """Modules to hold in eval mode: a wholly frozen backbone (its dropout too, so it computes
-        exactly what the cached-feature path computes), else the frozen norm layers."""
+        exactly what the cached-feature path computes), else the norm layers whose block does not
+        train whole (:func:`~experiments.finetune.plan.held_norm_layers`)."""
         if self.strategy.train_bn:
             return []
-        return frozen_norm_layers(model.backbone) if any_block_trains else [model.backbone]
+        if not any(t for r, t in zip(rows, on) if r.block is not None):
+            return [model.backbone]
+        return held_norm_layers(model, rows, on, train_bn=False)
 
     def _set_eval(self) -> None:
         for module in self._eval_modules:
@@ -64,17 +76,11 @@ class FinetuneCallback(L.Callback):
                 module.eval()
 
     def _target_lrs(self, trainer: L.Trainer, model: TransferModel, epoch: int) -> list[float]:
-        depth_of = dict(zip(range(len(model.blocks)), block_depths(model)))
         lrs = []
         for group in trainer.optimizers[0].param_groups:
-            name = group.get("name", "")
-            if name == "head":
-                lrs.append(self.strategy.head_lr(self.base_lr, epoch))
-            elif name.startswith("block"):
-                depth = depth_of[int(name.removeprefix("block"))]
-                lrs.append(self.strategy.block_lr(self.base_lr, depth, epoch))
-            else:  # a group outside the model (a domain discriminator): the schedule does not move it
-                lrs.append(self.base_lr)
+            key = group_key(group.get("name", ""), len(model.blocks))
+            # a group outside the model (a domain discriminator): the schedule does not move it
+            lrs.append(self.base_lr if key is None else self.strategy.group_lr(self.base_lr, key[0], epoch, key[1]))
         return lrs
 
     def _move_learning_rates(self, trainer: L.Trainer, model: TransferModel, epoch: int) -> None:
@@ -125,26 +131,15 @@ class FinetuneCallback(L.Callback):
         self._set_eval()
 
     def summary(self, model: TransferModel, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-        """The ``finetune_detail`` block of results.json."""
-        mask = self.trainable_mask(model, self._last_epoch)
+        """The ``finetune_detail`` block of results.json: per block and per kind what trained at
+        the end, the schedule's changes, each group's final rate and weight decay."""
+        rows = self.rows(model)
+        plan = summary(model, rows, trainable(rows, self.strategy, len(model.blocks), self._last_epoch))
         groups = optimizer.param_groups if optimizer is not None else []
         return {
             "strategy": self.strategy.name,
-            "blocks": [
-                {"name": b.name, "params": sum(p.numel() for p in model.block_parameters(i)), "trainable_at_end": t}
-                for i, (b, t) in enumerate(zip(model.blocks, mask))
-            ],
+            **plan,
             "schedule": self.history,
-            "lr_groups": [{"name": g.get("name"), "lr_at_end": g["lr"]} for g in groups],
+            "lr_groups": [{"name": g.get("name"), "lr_at_end": g["lr"], "weight_decay": g.get("weight_decay")}
+                          for g in groups],
         }
-
-
-def frozen_norm_layers(module: nn.Module) -> list[nn.Module]:
-    """Norm layers whose parameters are all frozen (affine-free ones carry no signal: skipped)."""
-    out = []
-    for sub in module.modules():
-        if isinstance(sub, _NORMS):
-            params = list(sub.parameters())
-            if params and not any(p.requires_grad for p in params):
-                out.append(sub)
-    return out

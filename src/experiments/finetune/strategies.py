@@ -1,9 +1,13 @@
-"""Fine-tuning strategies: which blocks train in which epoch, at which learning rate.
+"""Fine-tuning strategies: which parameters train in which epoch, at which learning rate.
 
-A strategy is a pure schedule over the model's ordered blocks (see
-:class:`experiments.models.core.TransferModel`): ``trainable_depth(epoch)`` says how many blocks,
-counted from the head down, train in an epoch, and ``block_lr`` / ``head_lr`` give their learning
-rates. Being a function of the epoch alone, a resumed run lands in exactly the right state.
+A strategy is a pure schedule over the model's parameters (see
+:class:`experiments.models.core.TransferModel` and :mod:`experiments.finetune.plan`):
+``trains(kind, block, n_blocks, epoch)`` says whether a backbone parameter of a kind (``weight``,
+``bias``, ``norm``, ``adapter``) in a block trains in an epoch, and ``group_lr`` gives the learning
+rates. The block-level strategies say it through ``trainable_depth(epoch)`` (how many blocks,
+counted from the head down, train); the parameter-level ones (:mod:`experiments.finetune.parameters`:
+BitFit, norm tuning, LoRA) by kind; ``partial`` can name the blocks (surgical fine-tuning). Being
+a function of the epoch alone, a resumed run lands in exactly the right state.
 
 Every parameter that ever trains sits in a named optimizer group from the first step (frozen ones
 simply get no gradient), so schedulers never see groups appear mid-run (Lightning #12141).
@@ -75,6 +79,16 @@ class FinetuneStrategy:
         """How many blocks, counted from the head, train in ``epoch`` (EVERY_BLOCK for every block)."""
         return EVERY_BLOCK
 
+    def trains(self, kinds: tuple[str, ...], block: int, n_blocks: int, epoch: int) -> bool:
+        """Whether a backbone parameter of ``kinds`` (``weight``, ``bias``, ``norm``, ``adapter``: a
+        norm layer's bias is ``("norm", "bias")``) in block ``block`` (0: nearest the input, of
+        ``n_blocks``) trains in ``epoch``. Here: every parameter but adapters, in the blocks that
+        ``trainable_depth(epoch)`` reaches from the head."""
+        return "adapter" not in kinds and n_blocks - block <= self.trainable_depth(epoch)
+
+    def inject(self, model: object) -> None:
+        """Add modules to ``model`` before training (adapters); nothing for the strategies here."""
+
     def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
         """Raise FinetuneError when a key is out of range or the schedule cannot apply.
 
@@ -89,14 +103,18 @@ class FinetuneStrategy:
         _require(str(c).lower() in {"auto", "true", "false"}, "cache_features", c, "auto, true or false")
         _require(isinstance(self.train_bn, bool), "train_bn", self.train_bn, "true or false")
 
-    def max_depth(self, max_epochs: int) -> int:
-        """The deepest block count that trains in any epoch of the run."""
-        return max(self.trainable_depth(e) for e in range(max_epochs))
+    #: the kinds a backbone parameter can have, as :meth:`trains` is asked about them (an adapter
+    #: only exists once a strategy injected it)
+    KINDS = (("weight",), ("bias",), ("norm",), ("norm", "bias"), ("adapter",))
 
-    def frozen_backbone_epochs(self, max_epochs: int) -> int:
-        """Number of leading epochs in which no backbone block trains."""
+    def backbone_trains(self, n_blocks: int, epoch: int) -> bool:
+        """Whether any backbone parameter (of any kind) trains in ``epoch``."""
+        return any(self.trains(kinds, block, n_blocks, epoch) for kinds in self.KINDS for block in range(n_blocks))
+
+    def frozen_backbone_epochs(self, max_epochs: int, n_blocks: int) -> int:
+        """Number of leading epochs in which no backbone parameter trains."""
         count = 0
-        while count < max_epochs and self.trainable_depth(count) == 0:
+        while count < max_epochs and not self.backbone_trains(n_blocks, count):
             count += 1
         return count
 
@@ -109,6 +127,11 @@ class FinetuneStrategy:
         if self.layer_decay is not None:
             return base_lr * self.layer_decay**depth
         return base_lr * self.backbone_lr_mult
+
+    def group_lr(self, base_lr: float, depth: int, epoch: int, adapter: bool = False) -> float:
+        """The rate of an optimizer group: the head's (``depth`` 0) and an injected adapter's
+        (new, not pretrained: it learns at the head's rate), else its block's."""
+        return self.head_lr(base_lr, epoch) if depth == 0 or adapter else self.block_lr(base_lr, depth, epoch)
 
 
 @dataclass
@@ -160,18 +183,35 @@ class ClassifierOnly(HeadFirst):
 
 @dataclass
 class Partial(FinetuneStrategy):
-    """The head plus the last ``n_blocks`` blocks train."""
+    """The head plus the last ``n_blocks`` blocks train, or the head plus the blocks named by
+    ``blocks`` (surgical fine-tuning: ``[0]`` the first block, for input-level shift; negative
+    indices count from the last, ``-1`` the last block).
+    """
 
     name: str = "partial"
     n_blocks: int = 1
+    blocks: list[int] | None = None
 
     def trainable_depth(self, epoch: int) -> int:
         return self.n_blocks
 
+    def trains(self, kinds: tuple[str, ...], block: int, n_blocks: int, epoch: int) -> bool:
+        if self.blocks is None:
+            return super().trains(kinds, block, n_blocks, epoch)
+        return "adapter" not in kinds and any(block == (b if b >= 0 else n_blocks + b) for b in self.blocks)
+
     def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
         super().validate(max_epochs, n_blocks)
         _require(_integer(self.n_blocks) and self.n_blocks >= 1, "n_blocks", self.n_blocks, "an integer >= 1")
-        if n_blocks is not None and self.n_blocks > n_blocks:
+        chosen = list(self.blocks) if self.blocks is not None else None
+        _require(chosen is None or (chosen and all(_integer(b) for b in chosen) and len(set(chosen)) == len(chosen)),
+                 "blocks", chosen, "null (the last n_blocks) or a list of distinct block indices (0: the first, -1: the last)")
+        if chosen is not None and n_blocks is not None and any(not -n_blocks <= b < n_blocks for b in chosen):
+            raise FinetuneError(
+                f"finetune.blocks={chosen} but this model has {n_blocks} blocks: use indices in 0..{n_blocks - 1} "
+                f"(or -{n_blocks}..-1 from the last); a run's results.json lists them under finetune_detail.blocks"
+            )
+        if chosen is None and n_blocks is not None and self.n_blocks > n_blocks:
             raise FinetuneError(
                 f"finetune.n_blocks={self.n_blocks} but this model has {n_blocks} blocks; "
                 f"choose 1..{n_blocks} (finetune=full trains them all)"

@@ -44,6 +44,8 @@ class ClassificationModule(L.LightningModule):
         compile: compile the model's forward with ``torch.compile`` (in place, so checkpoints
             keep the eager model's keys); the cached-feature path runs the head eagerly.
         channels_last: hold image weights and batches in the NHWC layout (tensor cores prefer it).
+        no_decay_1d: no weight decay on 1-D parameters (biases, norm weights, as timm, fastai and
+            the Hugging Face Trainer do); false: every parameter decays (the run's record says which).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class ClassificationModule(L.LightningModule):
         label_smoothing: float = 0.0,
         compile: bool = False,
         channels_last: bool = False,
+        no_decay_1d: bool = True,
     ) -> None:
         super().__init__()
         self.model = model
@@ -69,6 +72,7 @@ class ClassificationModule(L.LightningModule):
         self.finetune = finetune
         self.max_epochs = max_epochs
         self.label_smoothing = label_smoothing
+        self.no_decay_1d = bool(no_decay_1d)
         self._batches_are_features = False
         self._add_streams(num_classes, {s: f"{s}/" for s in STAGES})
         #: applies the strategy (freezing, BatchNorm modes, stage learning rates); it comes with
@@ -193,7 +197,7 @@ class ClassificationModule(L.LightningModule):
         return torch.softmax(self(x), dim=-1)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return build_param_groups(self.model, self.finetune, self.base_lr, self.max_epochs)
+        return build_param_groups(self.model, self.finetune, self.base_lr, self.max_epochs, self.no_decay_1d)
 
     def optimizer_groups(self) -> list[dict[str, Any]]:
         """Every group the optimizer steps: the model's (:meth:`param_groups`, the record's count)."""

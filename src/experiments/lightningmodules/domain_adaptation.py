@@ -62,11 +62,12 @@ class DomainAdaptationModule(ClassificationModule):
         label_smoothing: float = 0.0,
         compile: bool = False,
         channels_last: bool = False,
+        no_decay_1d: bool = True,
         *,
         adapt: AdaptationMethod,
     ) -> None:
         super().__init__(model, num_classes, optimizer, finetune, scheduler, scheduler_interval, max_epochs,
-                         label_smoothing, compile, channels_last)
+                         label_smoothing, compile, channels_last, no_decay_1d)
         self.adapt = adapt
         adapt.bind(model)
         prefixes = {"train": "train/source_"}

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from experiments.errors import ModelError
+from experiments.models.modules import replace_module
 from experiments.models.weights import load_weights_file
 
 @dataclass(frozen=True)
@@ -132,6 +133,28 @@ class TransferModel(nn.Module):
     def head_parameters(self) -> list[nn.Parameter]:
         return list(self.head.parameters())
 
+    def reindex_blocks(self) -> None:
+        """Re-derive the blocks' parameter names after the backbone's modules changed (an adapter
+        wraps a layer: its weight moves to ``<layer>.base_layer.weight``, the adapter's parameters
+        sit beside it; merging puts the plain layer back): each parameter joins the block of the
+        nearest enclosing module that belonged to exactly one block before."""
+        owners: dict[str, set[int]] = {}
+        for index, block in enumerate(self.blocks):
+            for name in block.param_names:
+                parts = name.split(".")[:-1]
+                for end in range(len(parts) + 1):
+                    owners.setdefault(".".join(parts[:end]), set()).add(index)
+        grouped: dict[int, list[str]] = {index: [] for index in range(len(self.blocks))}
+        for name, _ in self.backbone.named_parameters():
+            parts = name.split(".")[:-1]
+            found = next((owners[p] for p in (".".join(parts[:end]) for end in range(len(parts), -1, -1))
+                          if len(owners.get(p, ())) == 1), None)
+            if found is None:
+                raise ModelError(f"parameter {name} of {self.info.name} is in no block: it was added outside every block's modules")
+            grouped[next(iter(found))].append(name)
+        self.blocks = [Block(block.name, tuple(grouped[index])) for index, block in enumerate(self.blocks)]
+        _check_blocks_cover_backbone(self.backbone, self.blocks)
+
 
 def _linear_in_features(head: nn.Module) -> int:
     linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
@@ -167,18 +190,6 @@ def find_head(net: nn.Module) -> str:
             "naming its classification layer"
         )
     return path
-
-
-def replace_module(net: nn.Module, path: str, new: nn.Module) -> nn.Module:
-    """Swap the sub-module at ``path`` (dotted) for ``new``; returns the old one."""
-    parent_path, _, attr = path.rpartition(".")
-    parent = net.get_submodule(parent_path) if parent_path else net
-    old = getattr(parent, attr) if not attr.isdigit() else parent[int(attr)]
-    if attr.isdigit():
-        parent[int(attr)] = new
-    else:
-        setattr(parent, attr, new)
-    return old
 
 
 def group_blocks(backbone: nn.Module, group_matcher: dict[str, Any] | None) -> list[Block]:

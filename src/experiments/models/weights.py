@@ -136,6 +136,8 @@ def load_weights_file(model: torch.nn.Module, path: str | os.PathLike, native_he
     Returns ``{"missing": [...], "unexpected": [...], "dropped_head": [...]}``.
     """
     state = to_transfer_layout(read_state_dict(path), native_head)
+    if any(".lora_A." in k for k in state):  # a finetune=lora run's checkpoint: its adapters folded in
+        state = merged_lora_state(model, state, Path(path))
     own = model.state_dict()
     dropped = [k for k in state if k.startswith("head.") and (k not in own or own[k].shape != state[k].shape)]
     for key in dropped:
@@ -162,3 +164,37 @@ def load_weights_file(model: torch.nn.Module, path: str | os.PathLike, native_he
         )
     model.info.weights = f"file:{path}"
     return {"missing": list(result.missing_keys), "unexpected": unexpected, "dropped_head": dropped}
+
+
+def merged_lora_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """The network of a ``finetune=lora`` checkpoint with its adapters merged into the base layers,
+    in the plain layout ``model`` has: a copy of ``model`` gets the adapters its run's saved config
+    names (``.hydra/config.yaml`` beside the run's ``checkpoints/``: rank, alpha, targets), the
+    file's backbone is loaded into it and peft merges the adapters. The file's head passes as it is."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    from experiments.models.adapters import inject_lora, merge_adapters_of
+
+    saved = path.resolve().parent.parent / ".hydra" / "config.yaml"
+    finetune = OmegaConf.select(OmegaConf.load(saved), "finetune") if saved.is_file() else None
+    if finetune is None or OmegaConf.select(finetune, "rank") is None:
+        raise WeightsError(
+            f"model.weights={str(path)!r} holds LoRA adapters, but no {saved} says their rank and targets: "
+            "export the run merged (python run.py mode=export export.format=safetensors ckpt_path=...) and give "
+            "that file, or keep the checkpoint in its run dir"
+        )
+    twin = copy.deepcopy(model)
+    targets = OmegaConf.select(finetune, "target_modules")
+    inject_lora(twin, int(finetune.rank), float(finetune.alpha), 0.0, list(targets) if targets is not None else None)
+    result = twin.load_state_dict({k: v for k, v in state.items() if k.startswith("backbone.")}, strict=False)
+    missing = [k for k in result.missing_keys if k.startswith("backbone.")]
+    if missing or result.unexpected_keys:
+        raise WeightsError(f"model.weights={str(path)!r}: its LoRA adapters do not fit this model ({len(missing)} "
+                           f"missing, e.g. {missing[:3]}; {len(result.unexpected_keys)} unexpected): is it the same "
+                           "architecture as model.name?")
+    merged = merge_adapters_of(twin)
+    log.info("weights %s: %d LoRA adapters merged into their layers", path, merged)
+    plain = {k: v for k, v in twin.state_dict().items() if k.startswith("backbone.")}
+    return {**plain, **{k: v for k, v in state.items() if k.startswith("head.")}}

@@ -68,17 +68,22 @@ def build_model(cfg: DictConfig, datamodule: ClassificationDataModule, strategy:
         log.warning("finetune=%s starts from random init: model.pretrained/model.weights ignored", strategy.name)
     check_takes_texts(cfg.model, datamodule)
     model = model_from_config(cfg.model, datamodule.num_classes, tuple(datamodule.input_shape), use_weights)
+    strategy.inject(model)  # adapters (finetune=lora) join the loaded weights before anything else sees them
     if len(datamodule.input_shape) == 1 and getattr(model.preprocessing, "tokenizer", None) is None:
         check_takes_vectors(model, datamodule)
     return model
 
 
 def warn_frozen_random(strategy: FinetuneStrategy, model: TransferModel, max_epochs: int) -> None:
-    """A strategy that freezes blocks of a randomly initialised model is almost surely a mistake."""
-    frozen_somewhere = strategy.max_depth(max_epochs) < len(model.blocks)
+    """A strategy that freezes parameters of a randomly initialised model is almost surely a
+    mistake: frozen random features rarely transfer (read from the plan, per parameter)."""
+    from experiments.finetune.plan import ever_trainable, parameter_table
+
+    rows = parameter_table(model)
+    frozen_somewhere = not all(ever_trainable(rows, strategy, len(model.blocks), max_epochs))
     if strategy.uses_pretrained and frozen_somewhere and model.info.weights == "random":
         log.warning(
-            "finetune=%s freezes blocks of a randomly initialised %s: frozen random features rarely "
+            "finetune=%s freezes parameters of a randomly initialised %s: frozen random features rarely "
             "transfer; set model.pretrained=true or model.weights=PATH",
             strategy.name, model.info.name,
         )

@@ -86,6 +86,7 @@ def train(cfg: DictConfig, job: Job | None = None, callbacks: Sequence[Any] = ()
         "finetune_detail": {
             **parts.module.finetune_callback.summary(parts.model, optimizer),  # the module brings it
             "feature_cache": fitted.cache.record(),
+            "no_decay_1d": bool(getattr(parts.module, "no_decay_1d", False)),  # the weight-decay rule that applied
             **({"auto": choice.record()} if choice is not None else {}),
         },
     }
