@@ -39,10 +39,13 @@ class ByKind(FinetuneStrategy):
 
 @dataclass
 class BitFit(ByKind):
-    """BitFit: the biases (a norm layer's shift included) and the head train; every weight is frozen."""
+    """BitFit: the biases (a norm layer's shift included) and the head train; every weight is
+    frozen. The biases learn at the head's rate (``backbone_lr_mult=1``: BitFit's own setting, a
+    few new degrees of freedom rather than pretrained weights to preserve)."""
 
     name: str = "bitfit"
     kinds: tuple[str, ...] = ("bias",)
+    backbone_lr_mult: float = 1.0
 
 
 @dataclass
@@ -51,6 +54,7 @@ class NormTuning(ByKind):
 
     name: str = "norm"
     kinds: tuple[str, ...] = ("norm",)
+    backbone_lr_mult: float = 1.0
 
 
 #: adapter methods of peft that fit the same seam: one config class each
