@@ -61,6 +61,16 @@ def default_cfg(tmp_path_factory):
     return compose_cfg(tmp_path_factory.mktemp("default"))
 
 
+def pytest_configure(config):
+    """Each worker of a parallel run (pytest-xdist, ``-n``) computes on one thread: two workers on a
+    2-core machine with torch's two threads each would fight over the cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"  # and the commands a test starts (run_cli) inherit it
+
+
 def pytest_collection_modifyitems(config, items):
     """``requires_gpu`` tests run where CUDA is, and are skipped (with the reason) elsewhere."""
     import torch

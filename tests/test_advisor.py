@@ -329,10 +329,11 @@ def test_a_strategy_added_through_the_searchpath_is_a_candidate_of_auto(tmp_path
               f"hydra.searchpath=[{searchpath[0]}]"]
 
     raced = compose_cfg(tmp_path / "raced", *common, "trainer.max_epochs=6",
-                        "finetune.neighbours.classifier_only=[head_then_partial]")
+                        "finetune.neighbours.classifier_only=[head_then_partial,bitfit]")
     validate(raced)  # a neighbour of the user's own passes the early check
     race = advise(raced, Job(tmp_path / "raced", searchpath=searchpath)).record["finetune_detail"]["auto"]["race"]
-    assert [t["strategy"] for t in race["trials"] if t["rung"] == 1] == ["classifier_only", "head_then_partial"]
+    # the user's strategy and a parameter-level one race beside the prior
+    assert [t["strategy"] for t in race["trials"] if t["rung"] == 1] == ["classifier_only", "head_then_partial", "bitfit"]
     assert {"head_epochs": 1, "n_blocks": 1}.items() <= race["trials"][1]["keys"].items()
 
     chosen = compose_cfg(tmp_path / "chosen", *common, "finetune.similar_small=head_then_partial", "finetune.confirm=false")

@@ -211,3 +211,35 @@ def test_a_new_parameter_level_strategy_is_one_class_and_one_yaml(tmp_path, monk
     assert trained[:-1] == [0] * (len(trained) - 1) and trained[-1] > 0
     assert set(detail["trainable_by_kind"]) == {"head", "norm"}
     assert detail["feature_cache"]["used"] is False  # the backbone's norm layers train: not cacheable
+
+
+@pytest.mark.slow
+def test_a_resumed_lora_run_ends_with_the_uninterrupted_runs_adapters(tmp_path, weights_file):
+    """Resume rebuilds the adapted model from the config, so the checkpoint's adapters, optimizer
+    state and loops land where they were: the same weights as a run that was never stopped."""
+    path, _ = weights_file
+    common = ["model=resnet18", f"model.weights={path}", "finetune=lora", "finetune.rank=2", "logger=none",
+              "trainer.max_epochs=2", "trainer.deterministic=true", "+trainer.limit_train_batches=3",
+              "callbacks.test_figures=null"]
+    run_job(compose_cfg(tmp_path / "full", *common))
+    part = tmp_path / "part"
+    run_job(compose_cfg(part, *common, "+trainer.max_steps=3"))  # stops after epoch 1
+    run_job(compose_cfg(part, *common, f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}"))
+    a, b = (read_checkpoint(run / "checkpoints" / "last.ckpt") for run in (tmp_path / "full", part))
+    assert a["global_step"] == b["global_step"] == 6
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    raw = torch.load(part / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert any(".lora_A." in k for k in raw["state_dict"])
+    assert not any(".base_layer." in k for k in raw["state_dict"])  # the frozen base: in the frozen file
+
+
+def test_the_checkpoint_of_a_lora_run_holds_the_adapters_and_head_and_is_small(tmp_path, weights_file):
+    """Without the frozen base (written once per run) a LoRA checkpoint of resnet18 is a few % of a
+    full fine-tuning's."""
+    path, _ = weights_file
+    sizes = {}
+    for name, overrides in {"full": ["finetune=full"], "lora": ["finetune=lora", "finetune.rank=2"]}.items():
+        train_resnet(tmp_path / name, path, *overrides, epochs=1)
+        sizes[name] = (tmp_path / name / "checkpoints" / "last.ckpt").stat().st_size
+    assert sizes["lora"] <= 0.05 * sizes["full"], sizes

@@ -69,8 +69,8 @@ FINETUNE_ROWS = [c for c in COMMANDS if "finetune=" in c and "model=resnet18" in
 QUICK_ROWS = ("finetune=classifier_only", "finetune=lp_ft")
 
 
-@pytest.mark.parametrize("command", [c if any(q in c for q in QUICK_ROWS) else pytest.param(c, marks=pytest.mark.slow)
-                                     for c in FINETUNE_ROWS])
+@pytest.mark.parametrize("command", [c if any(q in c for q in QUICK_ROWS) and "trainer=gpu" not in c  # a GPU row on a CPU: slow
+                                     else pytest.param(c, marks=pytest.mark.slow) for c in FINETUNE_ROWS])
 def test_fine_tuning_table_commands_run(tmp_path, command):
     quick = ["trainer.max_epochs=2", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"]
     overrides = [o for o in overrides_of(command) if not o.startswith("model.pretrained")]
