@@ -116,6 +116,19 @@ CASES = {
                         r"set trainer\.max_epochs=2 or more, or use finetune=classifier_only"),
     "sparse-empty-file": ("data=sparse data.path={files}/empty.svm model=sparse_mlp",
                           r"DataError: data\.path=.*empty\.svm: no rows \(an svmlight file holds one"),
+    # the parameter-level strategies' keys and the weight-decay switch
+    "lora-rank-zero": ("finetune=lora finetune.rank=0", r"ConfigError: finetune\.rank=0 is invalid: expected an integer >= 1"),
+    "lora-rank-off": ("finetune=lora finetune.rank=off", r"ConfigError: finetune\.rank='off' is invalid: expected an integer >= 1"),
+    "lora-alpha-negative": ("finetune=lora finetune.alpha=-1", r"ConfigError: finetune\.alpha=-1 is invalid: expected a number > 0"),
+    "lora-target-none-match": ("finetune=lora finetune.target_modules=[no_such_layer]",
+                               r"FinetuneError: finetune\.target_modules=\['no_such_layer'\]: .*named as in model\.backbone"),
+    "lora-target-path": ("finetune=lora finetune.target_modules={files}/run",
+                         r"FinetuneError: finetune\.target_modules=.*/run: .*named as in model\.backbone"),
+    "partial-blocks-out-of-range": ("finetune=partial finetune.blocks=[7]",
+                                    r"FinetuneError: finetune\.blocks=\[7\] but this model has 3 blocks: use indices in 0\.\.2"),
+    "partial-blocks-off": ("finetune=partial finetune.blocks=off",
+                           r"ConfigError: finetune\.blocks='off' is invalid: expected null \(the last n_blocks\) or a list"),
+    "no-decay-off": ("module.no_decay_1d=off", r"ConfigError: module\.no_decay_1d='off' is invalid: expected true or false"),
 }
 
 

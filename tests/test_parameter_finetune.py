@@ -243,3 +243,12 @@ def test_the_checkpoint_of_a_lora_run_holds_the_adapters_and_head_and_is_small(t
         train_resnet(tmp_path / name, path, *overrides, epochs=1)
         sizes[name] = (tmp_path / name / "checkpoints" / "last.ckpt").stat().st_size
     assert sizes["lora"] <= 0.05 * sizes["full"], sizes
+
+
+def test_lora_without_peft_installed_names_the_extra_before_torch(tmp_path, monkeypatch):
+    import experiments.config.rules as rules
+
+    monkeypatch.setattr(rules, "_importable", lambda module: module != "peft")  # as on a machine without it
+    with pytest.raises(ConfigError, match=r'finetune=lora needs peft, which is not installed: pip install -e "\.\[adapters\]"'):
+        rules.validate(compose_cfg(tmp_path, "finetune=lora"))
+    rules.validate(compose_cfg(tmp_path, "finetune=bitfit"))  # the other strategies need no peft

@@ -196,6 +196,8 @@ def _combination_problems(cfg: DictConfig) -> list[str]:
 #: (what the config asks for, the modules it needs, the pyproject extra that installs them)
 _EXTRAS: list[tuple[str, Callable[[DictConfig], bool], tuple[str, ...], str]] = [
     ("logger=mlflow", lambda cfg: bool(OmegaConf.select(cfg, "logger.mlflow", default=None)), ("mlflow",), "tracking"),
+    ("finetune=lora", lambda cfg: str(OmegaConf.select(cfg, "finetune._target_", default="")).endswith(".Lora"),
+     ("peft",), "adapters"),
     ("mode=export export.format=onnx",
      lambda cfg: cfg.get("mode") == "export" and OmegaConf.select(cfg, "export.format", default=None) == "onnx",
      ("onnx", "onnxruntime"), "export"),

@@ -76,14 +76,15 @@ class Lora(FinetuneStrategy):
             ``query``/``key``/``value``; a network with depthwise convolutions (EfficientNet,
             MobileNet, ConvNeXt) its pointwise (1x1) convolutions and Linear layers (a ViT's
             ``qkv``/``proj``/``fc1``/``fc2``); any other its Linear layers and convolutions.
-            Grouped convolutions are never targets (their adapters cannot be merged).
+            Grouped convolutions are never targets (their adapters cannot be merged). A string is
+            a regular expression over the module names (peft's full match).
     """
 
     name: str = "lora"
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
-    target_modules: list[str] | None = None
+    target_modules: list[str] | str | None = None
 
     def trains(self, kinds: tuple[str, ...], block: int, n_blocks: int, epoch: int) -> bool:
         return "adapter" in kinds
@@ -94,8 +95,10 @@ class Lora(FinetuneStrategy):
         _require(_number(self.alpha) and self.alpha > 0, "alpha", self.alpha, "a number > 0")
         _require(_number(self.dropout) and 0 <= self.dropout < 1, "dropout", self.dropout, "a number in [0, 1)")
         t = self.target_modules
-        _require(t is None or (len(t) > 0 and all(isinstance(x, str) and x for x in t)), "target_modules",
-                 t, "null (the family's default) or a non-empty list of module names")
+        names = isinstance(t, (list, tuple)) or type(t).__name__ == "ListConfig"
+        _require(t is None or (isinstance(t, str) and t.strip() != "") or (names and len(t) > 0 and all(isinstance(x, str) and x for x in t)),
+                 "target_modules", t, "null (the family's default), a non-empty list of module names or a regular "
+                 "expression (peft's full match)")
 
     def inject(self, model: Any) -> None:
         """Add the adapters to ``model``'s backbone in place (:func:`experiments.models.adapters.inject_lora`)."""

@@ -203,9 +203,11 @@ class Partial(FinetuneStrategy):
     def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
         super().validate(max_epochs, n_blocks)
         _require(_integer(self.n_blocks) and self.n_blocks >= 1, "n_blocks", self.n_blocks, "an integer >= 1")
-        chosen = list(self.blocks) if self.blocks is not None else None
-        _require(chosen is None or (chosen and all(_integer(b) for b in chosen) and len(set(chosen)) == len(chosen)),
-                 "blocks", chosen, "null (the last n_blocks) or a list of distinct block indices (0: the first, -1: the last)")
+        b = self.blocks
+        listed = isinstance(b, (list, tuple)) or type(b).__name__ == "ListConfig"
+        chosen = list(b) if listed else None
+        _require(b is None or (bool(chosen) and all(_integer(x) for x in chosen) and len(set(chosen)) == len(chosen)),
+                 "blocks", b, "null (the last n_blocks) or a list of distinct block indices (0: the first, -1: the last)")
         if chosen is not None and n_blocks is not None and any(not -n_blocks <= b < n_blocks for b in chosen):
             raise FinetuneError(
                 f"finetune.blocks={chosen} but this model has {n_blocks} blocks: use indices in 0..{n_blocks - 1} "

@@ -31,13 +31,13 @@ def default_targets(model: Any) -> list[str]:
     return linear + [n for n, m in convs if not depthwise or tuple(m.kernel_size) == (1, 1)]
 
 
-def inject_lora(model: Any, rank: int, alpha: float, dropout: float, targets: Sequence[str] | None = None) -> int:
+def inject_lora(model: Any, rank: int, alpha: float, dropout: float, targets: Sequence[str] | str | None = None) -> int:
     """LoRA adapters beside ``targets`` (module names of ``model.backbone``; None: :func:`default_targets`),
     in place (peft's ``inject_adapter_in_model``); the model's blocks are re-indexed over the new
     parameters. Returns how many layers were adapted."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    names = list(targets) if targets is not None else default_targets(model)
+    names = targets if isinstance(targets, str) else list(targets) if targets is not None else default_targets(model)
     if not names:
         raise FinetuneError(
             f"finetune=lora found no layer of {model.info.name} to adapt (no Linear or ungrouped convolution in "

@@ -187,7 +187,8 @@ def merged_lora_state(model: torch.nn.Module, state: dict[str, torch.Tensor], pa
         )
     twin = copy.deepcopy(model)
     targets = OmegaConf.select(finetune, "target_modules")
-    inject_lora(twin, int(finetune.rank), float(finetune.alpha), 0.0, list(targets) if targets is not None else None)
+    inject_lora(twin, int(finetune.rank), float(finetune.alpha), 0.0,
+                targets if targets is None or isinstance(targets, str) else list(targets))
     result = twin.load_state_dict({k: v for k, v in state.items() if k.startswith("backbone.")}, strict=False)
     missing = [k for k in result.missing_keys if k.startswith("backbone.")]
     if missing or result.unexpected_keys:
