@@ -46,8 +46,7 @@ class FinetuneCallback(L.Callback):
     def trainable_mask(self, model: TransferModel, epoch: int) -> list[bool]:
         """Per block: whether any of its parameters trains in ``epoch``."""
         rows = self.rows(model)
-        on = trainable(rows, self.strategy, len(model.blocks), epoch)
-        return [any(t for r, t in zip(rows, on) if r.block == index) for index in range(len(model.blocks))]
+        return _per_block(model, rows, trainable(rows, self.strategy, len(model.blocks), epoch))
 
     def apply(self, model: TransferModel, epoch: int) -> list[bool]:
         """Set ``requires_grad`` of every parameter for ``epoch``; returns the per-block mask."""
@@ -58,7 +57,7 @@ class FinetuneCallback(L.Callback):
         self._eval_modules = self.held_modules(model, rows, on)
         model.backbone.train()  # modes persist across epochs: thawed blocks must leave eval mode
         self._set_eval()
-        return [any(t for r, t in zip(rows, on) if r.block == index) for index in range(len(model.blocks))]
+        return _per_block(model, rows, on)
 
     def held_modules(self, model: TransferModel, rows: list[Row], on: list[bool]) -> list[nn.Module]:
         """Modules to hold in eval mode: a wholly frozen backbone (its dropout too, so it computes
@@ -68,7 +67,7 @@ class FinetuneCallback(L.Callback):
             return []
         if not any(t for r, t in zip(rows, on) if r.block is not None):
             return [model.backbone]
-        return held_norm_layers(model, rows, on, train_bn=False)
+        return held_norm_layers(model, rows, on)
 
     def _set_eval(self) -> None:
         for module in self._eval_modules:
@@ -143,3 +142,8 @@ class FinetuneCallback(L.Callback):
             "lr_groups": [{"name": g.get("name"), "lr_at_end": g["lr"], "weight_decay": g.get("weight_decay")}
                           for g in groups],
         }
+
+
+def _per_block(model: TransferModel, rows: list[Row], on: list[bool]) -> list[bool]:
+    """Per block of ``model``: whether any of its rows is on."""
+    return [any(t for r, t in zip(rows, on) if r.block == index) for index in range(len(model.blocks))]

@@ -109,12 +109,10 @@ def ever_trainable(rows: list[Row], strategy: FinetuneStrategy, n_blocks: int, m
     return out
 
 
-def held_norm_layers(model: Any, rows: list[Row], mask: list[bool], train_bn: bool) -> list[nn.Module]:
-    """The norm layers to hold in eval mode this epoch: those (with parameters) whose block does
-    not train whole, unless ``train_bn``. A block trains whole when every one of its parameters
-    trains."""
-    if train_bn:
-        return []
+def held_norm_layers(model: Any, rows: list[Row], mask: list[bool]) -> list[nn.Module]:
+    """The norm layers to hold in eval mode this epoch (unless ``finetune.train_bn``, which the
+    callback applies): those with parameters whose block does not train whole. A block trains
+    whole when every one of its parameters trains."""
     whole = {}
     for row, on in zip(rows, mask):
         if row.block is not None:

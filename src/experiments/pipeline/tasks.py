@@ -20,13 +20,18 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import ConfigError
 from experiments.pipeline.from_checkpoint import checkpoint_file
 from experiments.pipeline.context import Job
+
+if TYPE_CHECKING:  # for the annotations only: the tasks import the heavy modules in their bodies
+    import lightning as L
+
+    from experiments.pipeline.build import Components
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +43,8 @@ class Outcome:
     """What a task did: its part of the record, and what it built (None where it built none)."""
 
     record: Record
-    parts: Any = None  # experiments.pipeline.build.Components
-    trainer: Any = None  # lightning.Trainer
+    parts: Components | None = None
+    trainer: L.Trainer | None = None
 
 
 def _job(job: Job | None, cfg: DictConfig) -> Job:
