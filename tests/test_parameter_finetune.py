@@ -162,6 +162,8 @@ def test_lora_checkpoint_tests_predicts_exports_merged_and_loads_as_weights(tmp_
     ckpt = trained["best_checkpoint"]
     tested = run_job(compose_cfg(tmp_path / "test", *common, "mode=test", f"ckpt_path={ckpt}"))
     assert tested["metrics"]["test/acc"] == pytest.approx(trained["metrics"]["test/acc"])
+    predicted = run_job(compose_cfg(tmp_path / "predict", *common, "mode=predict", f"ckpt_path={ckpt}"))
+    assert predicted["num_predictions"] > 0 and predicted["finetune"] == "lora"
     exported = run_job(compose_cfg(tmp_path / "export", *common, "mode=export", f"ckpt_path={ckpt}"))["export"]
     assert exported["merged_adapters"] > 0 and exported["max_logit_difference"] <= exported["tolerance"]
     import onnx

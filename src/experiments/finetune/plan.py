@@ -36,8 +36,6 @@ from experiments.finetune.strategies import FinetuneStrategy
 
 #: the normalisation layers (timm's LayerNorm2d, BatchNormAct2d and friends subclass these)
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
-#: the kinds of a backbone parameter, as strategies name them
-KINDS = ("weight", "bias", "norm", "adapter")
 
 
 @dataclass(frozen=True)
