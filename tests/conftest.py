@@ -42,6 +42,19 @@ def run_job(cfg, overrides: tuple[str, ...] = ()) -> dict:
     return read_results(cfg.paths.run_dir)
 
 
+def resumed_and_uninterrupted(tmp_path: Path, common: list[str], steps_per_epoch: int) -> tuple[dict, dict]:
+    """The ``last.ckpt`` of a run of ``common`` and of the same run stopped after its first epoch
+    and resumed from its ``last.ckpt``, both read (frozen tensors restored), for comparison."""
+    from experiments.checkpoints import read_checkpoint
+
+    run_job(compose_cfg(tmp_path / "full", *common))
+    part = tmp_path / "part"
+    run_job(compose_cfg(part, *common, f"+trainer.max_steps={steps_per_epoch}"))  # stops after epoch 1
+    run_job(compose_cfg(part, *common, f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}"))
+    full, resumed = (read_checkpoint(run / "checkpoints" / "last.ckpt") for run in (tmp_path / "full", part))
+    return full, resumed
+
+
 @pytest.fixture(autouse=True)
 def offline(monkeypatch, tmp_path_factory):
     """Every test runs as CI does: no hub or index is reached (the framework's and the hub

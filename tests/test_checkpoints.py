@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import compose_cfg, run_job
+from conftest import compose_cfg, resumed_and_uninterrupted, run_job
 
 
 @pytest.mark.parametrize("background", ["true", "false"])
@@ -81,16 +81,11 @@ def test_a_frozen_backbone_is_written_once_and_checked_when_loaded(tmp_path):
 
 
 def test_a_resumed_run_with_frozen_blocks_ends_with_the_uninterrupted_runs_weights(tmp_path):
-    from experiments.checkpoints import read_checkpoint
-
     common = [*HEAD_ONLY[:3], "finetune=partial", "finetune.n_blocks=1", "logger=none", "trainer.max_epochs=2",
               "trainer.deterministic=true", "+trainer.limit_train_batches=3"]
-    run_job(compose_cfg(tmp_path / "full", *common))
-    part = tmp_path / "part"
-    run_job(compose_cfg(part, *common, "+trainer.max_steps=3"))  # stops after epoch 1
-    run_job(compose_cfg(part, *common, f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}"))
-    a, b = (read_checkpoint(run / "checkpoints" / "last.ckpt") for run in (tmp_path / "full", part))
+    a, b = resumed_and_uninterrupted(tmp_path, common, steps_per_epoch=3)
     assert a["global_step"] == b["global_step"] == 6
+    part = tmp_path / "part"
     assert a["state_dict"].keys() == b["state_dict"].keys() and all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     raw = torch.load(part / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert "model.backbone.layer1.0.conv1.weight" not in raw["state_dict"]  # frozen: in the frozen file

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from conftest import compose_cfg, run_job
+from conftest import compose_cfg, resumed_and_uninterrupted, run_job
 
 from experiments.checkpoints import read_checkpoint
 from experiments.errors import ConfigError, FinetuneError
@@ -223,15 +223,11 @@ def test_a_resumed_lora_run_ends_with_the_uninterrupted_runs_adapters(tmp_path, 
     common = ["model=resnet18", f"model.weights={path}", "finetune=lora", "finetune.rank=2", "logger=none",
               "trainer.max_epochs=2", "trainer.deterministic=true", "+trainer.limit_train_batches=3",
               "callbacks.test_figures=null"]
-    run_job(compose_cfg(tmp_path / "full", *common))
-    part = tmp_path / "part"
-    run_job(compose_cfg(part, *common, "+trainer.max_steps=3"))  # stops after epoch 1
-    run_job(compose_cfg(part, *common, f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}"))
-    a, b = (read_checkpoint(run / "checkpoints" / "last.ckpt") for run in (tmp_path / "full", part))
+    a, b = resumed_and_uninterrupted(tmp_path, common, steps_per_epoch=3)
     assert a["global_step"] == b["global_step"] == 6
     assert a["state_dict"].keys() == b["state_dict"].keys()
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
-    raw = torch.load(part / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    raw = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert any(".lora_A." in k for k in raw["state_dict"])
     assert not any(".base_layer." in k for k in raw["state_dict"])  # the frozen base: in the frozen file
 
