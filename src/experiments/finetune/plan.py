@@ -33,6 +33,7 @@ from typing import Any
 from torch import nn
 
 from experiments.finetune.strategies import FinetuneStrategy
+from experiments.models.adapters import adapter_parameter_names
 
 #: the normalisation layers (timm's LayerNorm2d, BatchNormAct2d and friends subclass these)
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
@@ -59,21 +60,6 @@ class Row:
         return self.param.ndim <= 1
 
 
-def _adapter_names(module: nn.Module) -> set[str]:
-    """Names of parameters that an adapter (a peft tuner layer) added, relative to ``module``."""
-    try:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-    except ImportError:  # peft not installed: no adapter can have been injected
-        return set()
-    names: set[str] = set()
-    for path, sub in module.named_modules():
-        if isinstance(sub, BaseTunerLayer):
-            base = sub.get_base_layer()
-            own = {id(p) for p in base.parameters()}
-            names |= {f"{path}.{n}" if path else n for n, p in sub.named_parameters() if id(p) not in own}
-    return names
-
-
 def _norm_names(module: nn.Module) -> set[str]:
     return {f"{path}.{n}" if path else n for path, sub in module.named_modules() if isinstance(sub, NORMS)
             for n, _ in sub.named_parameters(recurse=False)}
@@ -83,7 +69,7 @@ def parameter_table(model: Any) -> list[Row]:
     """Every parameter of ``model`` (a TransferModel): the head's first, then the blocks' in order."""
     rows = [Row(f"head.{n}", None, 0, ("head",), p) for n, p in model.head.named_parameters()]
     named = dict(model.backbone.named_parameters())
-    adapters, norms = _adapter_names(model.backbone), _norm_names(model.backbone)
+    adapters, norms = adapter_parameter_names(model.backbone), _norm_names(model.backbone)
     n_blocks = len(model.blocks)
     for index, block in enumerate(model.blocks):
         for name in block.param_names:

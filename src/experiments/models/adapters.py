@@ -53,13 +53,28 @@ def inject_lora(model: Any, rank: int, alpha: float, dropout: float, targets: Se
     return len(adapted_layers(model.backbone))
 
 
-def adapted_layers(module: Any) -> list[str]:
-    """The names of ``module``'s layers that carry an adapter (peft tuner layers)."""
+def tuner_layers(module: Any) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` of every layer of ``module`` that carries an adapter (a peft tuner
+    layer); none when peft is not installed (then no adapter can have been injected)."""
     try:
         from peft.tuners.tuners_utils import BaseTunerLayer
     except ImportError:
         return []
-    return [n for n, m in module.named_modules() if isinstance(m, BaseTunerLayer)]
+    return [(n, m) for n, m in module.named_modules() if isinstance(m, BaseTunerLayer)]
+
+
+def adapted_layers(module: Any) -> list[str]:
+    """The names of ``module``'s layers that carry an adapter."""
+    return [name for name, _ in tuner_layers(module)]
+
+
+def adapter_parameter_names(module: Any) -> set[str]:
+    """Names (relative to ``module``) of the parameters the adapters added, not their base layers'."""
+    names: set[str] = set()
+    for path, layer in tuner_layers(module):
+        own = {id(p) for p in layer.get_base_layer().parameters()}
+        names |= {f"{path}.{n}" if path else n for n, p in layer.named_parameters() if id(p) not in own}
+    return names
 
 
 def merge_adapters(module: Any) -> int:
@@ -67,9 +82,7 @@ def merge_adapters(module: Any) -> int:
     (what peft's ``merge_and_unload`` does on its ``PeftModel`` wrapper, which a TransferModel
     does not keep); returns how many layers were merged. The result is a plain model: it exports
     to ONNX and TorchScript like one."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    layers = [(n, m) for n, m in module.named_modules() if isinstance(m, BaseTunerLayer)]
+    layers = tuner_layers(module)
     for name, layer in layers:
         layer.merge(safe_merge=True)
         replace_module(module, name, layer.get_base_layer())
