@@ -13,9 +13,14 @@ Sizes: ``small`` = 10 labelled images per class (validation limited to 10 per cl
 every label (digits_m: 1000 per class). Every run trains ``train_steps`` optimizer steps
 (``--steps-small``/``--steps-large``) and tests the checkpoint its validation split chose.
 Strategies: classifier_only (head fitted by L-BFGS on cached features, then trained), partial-1,
-partial-2, full, gradual, lp_ft, auto (measure, prior, race), and scratch with its own learning
-rate: ``--scratch-lrs`` are each run and the one with the better *validation* accuracy counts (per
-seed); ``scratch-2x`` reruns that learning rate with twice the steps (the convergence check).
+partial-2, full, gradual, lp_ft, surgical (the first block), bitfit, norm, lora, auto (measure,
+prior, race), and scratch with its own learning rate: ``--scratch-lrs`` are each run and the one
+with the better *validation* accuracy counts (per seed).
+
+Converged reference columns: after every column ran at the cell's budget, the columns within
+``--converge-margin`` of the best (on validation; scratch always) rerun with twice the steps until
+doubling moves their mean validation accuracy by less than 1 point (``--doublings`` at most). A
+column counts at the largest budget it ran; one whose last doubling still moved it is marked.
 
     python benchmarks/transfer_table.py                                    # every pair, 3 seeds
     python benchmarks/transfer_table.py --pairs digits imagenet --out outputs/tt_images trainer=gpu
@@ -83,9 +88,10 @@ PAIRS = {
 #: the seed's guidance: (domain, size) -> the strategy it prescribes (scratch: fine-tuning unsuitable)
 GUIDANCE = {("similar", "small"): "classifier_only", ("similar", "large"): "partial-2",
             ("different", "small"): "scratch", ("different", "large"): "full"}
-STRATEGIES = ["scratch", "classifier_only", "partial-1", "partial-2", "full", "gradual", "lp_ft", "auto"]
-#: columns of the table: scratch (its best learning rate) and its 2x-steps check beside the others
-COLUMNS = ["scratch", "scratch-2x", *STRATEGIES[1:]]
+STRATEGIES = ["scratch", "classifier_only", "partial-1", "partial-2", "full", "gradual", "lp_ft", "surgical",
+              "bitfit", "norm", "lora", "auto"]
+#: columns of the table, in this order (each at the largest budget its convergence check ran)
+COLUMNS = STRATEGIES
 RUN = ["logger=none", "callbacks.test_figures=null", "callbacks.last_checkpoint=null", *QUIET]
 
 
@@ -129,7 +135,8 @@ class Cell:
 
 def run_one(cell: Cell, column: str, seed: int, steps: int, root: Path, extra: list[str],
             weights: Path | None, lr: float | None = None) -> dict:
-    """One run of ``column`` in ``cell``; its record reduced to what the table needs."""
+    """One run of ``column`` in ``cell`` with a budget of ``steps``; its record reduced to what the
+    table needs."""
     pair = PAIRS[cell.pair]
     per_class = "10" if cell.size == "small" else pair.large[cell.target]
     if column == "scratch":
@@ -137,45 +144,104 @@ def run_one(cell: Cell, column: str, seed: int, steps: int, root: Path, extra: l
     else:
         model = [*pair.model, *strategy_overrides(column), *([f"model.weights={weights}"] if cell.pair == "digits" else [])]
     tag = f"{column}@{lr:g}" if lr else column
-    run_dir = root / f"{cell.pair}-{cell.target}-{cell.size}-{tag}-{seed}"
+    run_dir = root / f"{cell.pair}-{cell.target}-{cell.size}-{tag}-{steps}-{seed}"
     size = [f"data.samples_per_class={per_class}", *(["data.batch_size=32"] if cell.size == "small" else [])]
     cfg = compose_cfg(run_dir, *pair.targets[cell.target], *size, *model, *pair.common, f"seed={seed}",
                       f"train_steps={steps}", *([f"optimizer.lr={lr}"] if lr else []), *RUN, *extra)
     start = time.perf_counter()
     record = train(cfg).record
     result = {"cell": cell.name, "pair": cell.pair, "target": cell.target, "size": cell.size, "strategy": tag,
-              "seed": seed, "test_acc": record["metrics"]["test/acc"], "val_acc": record["metrics"]["val/acc"],
-              "steps": record["global_step"], "epochs": record["epochs"], "wall_s": time.perf_counter() - start,
-              "trained": record["finetune"], "machine": machine()}
+              "seed": seed, "train_steps": steps, "test_acc": record["metrics"]["test/acc"],
+              "val_acc": record["metrics"]["val/acc"], "steps": record["global_step"], "epochs": record["epochs"],
+              "wall_s": time.perf_counter() - start, "trained": record["finetune"], "machine": machine()}
     auto = record["finetune_detail"].get("auto")
     if auto:
         result["auto"] = {"prior": auto["prior"], "strategy": auto["strategy"], "keys": auto["keys"],
                           "cell": auto["cell"], "probe_acc": auto["probe_acc"], "shift": auto["shift"]["overall"],
-                          "race": auto["race"], "measure_seconds": auto["measure_seconds"]}
+                          "block_shift": list(auto["shift"]["per_block"].values()),
+                          "samples_per_class": auto["samples_per_class"], "race": auto["race"],
+                          "measure_seconds": auto["measure_seconds"]}
     return result
 
 
-def run_cell(cell: Cell, args: argparse.Namespace, root: Path, weights: Path | None, emit) -> None:
-    steps = args.steps_small if cell.size == "small" else args.steps_large
+def run_column(cell: Cell, column: str, steps: int, args: argparse.Namespace, root: Path, weights: Path | None,
+               emit, lrs: dict[int, float]) -> list[dict]:
+    """``column`` at a budget of ``steps``, every seed; the rows that count. Scratch runs each of
+    ``--scratch-lrs`` the first time and the better *validation* accuracy counts (per seed, stored
+    in ``lrs``); a larger budget reruns that learning rate."""
+    rows = []
     for seed in args.seeds:
-        for column in args.strategies:
-            if column != "scratch":
-                emit(run_one(cell, column, seed, steps, root, args.overrides, weights))
-                continue
-            tried = [run_one(cell, "scratch", seed, steps, root, args.overrides, weights, lr) for lr in args.scratch_lrs]
-            for result in tried:
-                emit(result)
-            best = max(tried, key=lambda r: r["val_acc"])  # chosen on validation, never on test
-            emit({**best, "strategy": "scratch", "lr": float(best["strategy"].split("@")[1])})
-            if args.scratch_check:
-                check = run_one(cell, "scratch", seed, 2 * steps, root, args.overrides, weights,
-                                float(best["strategy"].split("@")[1]))
-                emit({**check, "strategy": "scratch-2x"})
+        if column != "scratch":
+            rows.append(run_one(cell, column, seed, steps, root, args.overrides, weights))
+            emit(rows[-1])
+            continue
+        tried = [run_one(cell, "scratch", seed, steps, root, args.overrides, weights, lr)
+                 for lr in ([lrs[seed]] if seed in lrs else args.scratch_lrs)]
+        for result in tried:
+            emit(result)
+        best = max(tried, key=lambda r: r["val_acc"])  # chosen on validation, never on test
+        lrs[seed] = float(best["strategy"].split("@")[1])
+        rows.append({**best, "strategy": "scratch", "lr": lrs[seed]})
+        emit(rows[-1])
+    return rows
+
+
+def _val(rows: list[dict]) -> float:
+    return statistics.fmean(r["val_acc"] for r in rows)
+
+
+def run_cell(cell: Cell, args: argparse.Namespace, root: Path, weights: Path | None, emit) -> None:
+    """Every column at the cell's budget, then the convergence check: from the best column (on
+    validation) down, a column within ``--converge-margin`` of the best (scratch always) reruns
+    with twice the steps until doubling moves its mean validation accuracy by less than 1 point,
+    at most ``--doublings`` times. The table reports each column at its largest budget."""
+    steps = args.steps_small if cell.size == "small" else args.steps_large
+    lrs: dict[int, float] = {}
+    latest = {column: (steps, run_column(cell, column, steps, args, root, weights, emit, lrs))
+              for column in args.strategies}
+    ranked = sorted((c for c in latest if c != "auto"), key=lambda c: -_val(latest[c][1]))
+    for column in ranked:
+        for _ in range(args.doublings):
+            best = max(_val(rows) for c, (_, rows) in latest.items() if c != "auto")
+            budget, rows = latest[column]
+            if column != "scratch" and best - _val(rows) > args.converge_margin:
+                break
+            more = run_column(cell, column, 2 * budget, args, root, weights, emit, lrs)
+            latest[column] = (2 * budget, more)
+            if abs(_val(more) - _val(rows)) < 0.01:
+                break
 
 
 # -- the report ------------------------------------------------------------------------------------
-def _rows(results: list[dict], cell: str, column: str) -> list[dict]:
-    return [r for r in results if r["cell"] == cell and r["strategy"] == column]
+def _rows(results: list[dict], cell: str, column: str, steps: int | None = None) -> list[dict]:
+    """The counted rows of ``column`` in ``cell``: at ``steps`` (None: the largest budget it ran)."""
+    rows = [r for r in results if r["cell"] == cell and r["strategy"] == column]
+    budgets = sorted({_budget(r) for r in rows})
+    if not budgets:
+        return []
+    return [r for r in rows if _budget(r) == (budgets[-1] if steps is None else steps)]
+
+
+def _budget(row: dict) -> int:
+    return int(row.get("train_steps") or row["steps"])
+
+
+def convergence(results: list[dict], cell: str, column: str) -> tuple[str, bool | None]:
+    """``(text, converged)``: the budgets a column ran and what the last doubling moved (validation,
+    then test, mean over seeds, points); converged is None when it was never doubled."""
+    budgets = sorted({_budget(r) for r in results if r["cell"] == cell and r["strategy"] == column})
+    if len(budgets) < 2:
+        return (f"{budgets[0]}: not doubled" if budgets else "-"), None
+    last, before = _rows(results, cell, column, budgets[-1]), _rows(results, cell, column, budgets[-2])
+    moved = 100 * (_val(last) - _val(before))
+    test = 100 * (statistics.fmean(r["test_acc"] for r in last) - statistics.fmean(r["test_acc"] for r in before))
+    converged = abs(moved) < 1
+    return (f"{' -> '.join(map(str, budgets))}: val {moved:+.1f}, test {test:+.1f}"
+            f"{'' if converged else ' (not converged)'}"), converged
+
+
+def cell_means(results: list[dict], cell: str, columns: list[str]) -> dict[str, float]:
+    return {c: statistics.fmean(r["test_acc"] for r in rows) for c in columns if (rows := _rows(results, cell, c))}
 
 
 def _within(means: dict[str, float], best: str | None, name: str) -> str:
@@ -185,6 +251,11 @@ def _within(means: dict[str, float], best: str | None, name: str) -> str:
     return "yes" if gap <= 1 else f"no (-{gap:.1f})"
 
 
+def guidance_column(cell_rows: list[dict]) -> str:
+    sample = cell_rows[0]
+    return GUIDANCE[(PAIRS[sample["pair"]].domain[sample["target"]], sample["size"])]
+
+
 def markdown(results: list[dict], header: str) -> str:
     cells = list(dict.fromkeys(r["cell"] for r in results))
     pairs = list(dict.fromkeys(r["pair"] for r in results))
@@ -192,12 +263,13 @@ def markdown(results: list[dict], header: str) -> str:
     lines = [header]
     summary = []
     for pair in pairs:
-        lines += ["", f"### {pair}", "", "Target test accuracy (%), mean +- std over seeds (optimizer steps per run):", "",
+        pair_cells = [c for c in cells if c.startswith(f"{pair}:")]
+        lines += ["", f"### {pair}", "", "Target test accuracy (%), mean +- std over seeds (optimizer steps per run; "
+                  "`*`: its last doubling still moved validation accuracy by 1 point or more):", "",
                   "| cell | " + " | ".join(columns) + " | best | guidance | auto chose (prior -> trained) |",
                   "|---|" + "---|" * (len(columns) + 3)]
-        for cell in [c for c in cells if c.startswith(f"{pair}:")]:
-            # scratch-2x ranks too: scratch's own budget may be the larger one (fine-tuning's is fixed)
-            means = {c: statistics.fmean(r["test_acc"] for r in rows) for c in columns if (rows := _rows(results, cell, c))}
+        for cell in pair_cells:
+            means = cell_means(results, cell, columns)
             best = max(means, key=means.get) if means else None
             row = []
             seeds = len({r["seed"] for r in results if r["cell"] == cell})
@@ -206,31 +278,30 @@ def markdown(results: list[dict], header: str) -> str:
                 text = mean_std([r["test_acc"] for r in rows], scale=100, digits=1)
                 steps = "/".join(map(str, sorted({r["steps"] for r in rows})))
                 fewer = f"; {len(rows)} of {seeds} seeds" if len(rows) < seeds else ""
-                text = f"{text} ({steps}{fewer})" if rows else "-"
+                star = "*" if convergence(results, cell, c)[1] is False else ""
+                text = f"{text} ({steps}{fewer}){star}" if rows else "-"
                 row.append(f"**{text}**" if c == best else text)
-            sample = next(r for r in results if r["cell"] == cell)
-            guide = GUIDANCE[(PAIRS[sample["pair"]].domain[sample["target"]], sample["size"])]
-            if guide == "scratch" and "scratch-2x" in means and means["scratch-2x"] > means.get("scratch", -1):
-                guide = "scratch-2x"
+            guide = guidance_column([r for r in results if r["cell"] == cell])
             autos = [r["auto"] for r in _rows(results, cell, "auto")]
             chose = ", ".join(sorted({f"{a['prior']} -> {a['strategy']}" for a in autos})) or "-"
             lines.append(f"| {cell} | " + " | ".join(row) + f" | {best or '-'} | {guide}: {_within(means, best, guide)} "
                          f"| {chose}; {_within(means, best, 'auto')} |")
             summary.append((cell, best, _within(means, best, guide), _within(means, best, "auto"),
                             min(means, key=means.get) == "auto" if "auto" in means and len(means) > 1 else False))
-        lines += ["", "Wall time of one run (s, fit + validate + test, mean over seeds; auto's ratio against the "
-                      "strategy it trained compares runs of one seed on one machine):", "",
+        lines += ["", "Convergence of the columns that were doubled (budgets in steps; what the last doubling moved, "
+                      "points, mean over seeds; the budget was grown on validation accuracy alone):", ""]
+        for cell in pair_cells:
+            checked = [f"{c} {text}" for c in columns if c != "auto" and (text := convergence(results, cell, c)[0])
+                       and "not doubled" not in text and text != "-"]
+            lines.append(f"- {cell}: " + ("; ".join(checked) if checked else "none doubled"))
+        lines += ["", "Wall time of one run (s, fit + validate + test, mean over seeds, at the counted budget); auto's "
+                      "cost: its run against the run of the strategy it trained (same seed, machine and steps):", "",
                   "| cell | " + " | ".join(columns) + " | auto / the strategy it trained | machines |",
                   "|---|" + "---|" * (len(columns) + 2)]
-        for cell in [c for c in cells if c.startswith(f"{pair}:")]:
+        for cell in pair_cells:
             walls = [[r["wall_s"] for r in _rows(results, cell, c)] for c in columns]
-            ratios = []
-            for r in _rows(results, cell, "auto"):
-                same = [o["wall_s"] for o in results if o["cell"] == cell and o["seed"] == r["seed"]
-                        and o["strategy"] == _trained_column(r) and o.get("machine") == r.get("machine")]
-                if same:
-                    ratios.append(r["wall_s"] / same[0])
-            ratio = f"{statistics.fmean(ratios):.2f}x" if ratios else "-"
+            ratios = auto_cost_ratios(results, cell)
+            ratio = (f"{min(ratios):.2f}x - {max(ratios):.2f}x" if len(ratios) > 1 else f"{ratios[0]:.2f}x") if ratios else "-"
             machines = ", ".join(sorted({r.get("machine", "?") for r in results if r["cell"] == cell}))
             lines.append(f"| {cell} | " + " | ".join(f"{statistics.fmean(w):.1f}" if w else "-" for w in walls)
                          + f" | {ratio} | {machines} |")
@@ -239,7 +310,21 @@ def markdown(results: list[dict], header: str) -> str:
     worst = sum(1 for s in summary if s[4])
     lines += ["", f"auto within 1 point of the best in {auto_ok} of {len(summary)} cells (the worst column in {worst}); "
                   f"the seed's guidance in {guide_ok} of {len(summary)}."]
+    lines += leave_one_pair_out(results, columns)
     return "\n".join(lines)
+
+
+def auto_cost_ratios(results: list[dict], cell: str) -> list[float]:
+    """Per auto run: its wall time over the wall time of the run of the strategy it trained, on the
+    same seed, machine and number of steps (scratch chosen by auto trains its own, longer budget)."""
+    ratios = []
+    for r in [o for o in results if o["cell"] == cell and o["strategy"] == "auto"]:
+        trained = _trained_column(r)
+        same = [o["wall_s"] for o in results if o["cell"] == cell and o["seed"] == r["seed"]
+                and o["strategy"] == trained and o.get("machine") == r.get("machine") and o["steps"] == r["steps"]]
+        if same:
+            ratios.append(r["wall_s"] / same[0])
+    return ratios
 
 
 def _trained_column(auto_result: dict) -> str:
@@ -248,6 +333,63 @@ def _trained_column(auto_result: dict) -> str:
     if name == "partial":
         return f"partial-{keys.get('n_blocks', 1)}"
     return name
+
+
+# -- the prior's thresholds, set on some pairs and judged on others ----------------------------------
+SHIFT_GRID = (0.02, 0.05, 0.1, 0.2, 0.4)
+PROBE_GRID = (0.3, 0.45, 0.6, 0.75, 0.9)
+LARGE_GRID = (15, 25, 50)
+
+
+def prior_column(measured: dict, shift_threshold: float, probe_threshold: float, large_from: int) -> str:
+    """The column the guidance table's prior would train with these thresholds, from what auto measured
+    in a cell (shipped cells: similar_small classifier_only, similar_large partial, different_* full)."""
+    from experiments.finetune.auto import Auto
+    from experiments.finetune.decide import Measurements, decide
+
+    auto = Auto(shift_threshold=shift_threshold, probe_threshold=probe_threshold, large_from=large_from)
+    shifts = tuple(measured["block_shift"])
+    m = Measurements(num_classes=10, samples_per_class=measured["samples_per_class"], blocks=tuple(map(str, range(len(shifts)))),
+                     block_shift=shifts, overall_shift=measured["shift"], probe_acc=measured["probe_acc"])
+    advice = decide(m, auto, max_epochs=10)
+    return f"partial-{advice.keys['n_blocks']}" if advice.strategy == "partial" else advice.strategy
+
+
+def leave_one_pair_out(results: list[dict], columns: list[str]) -> list[str]:
+    """Thresholds chosen on the other pairs (most cells whose prior is within 1 point of the best),
+    scored on the held-out pair, beside the shipped thresholds' in-sample figure."""
+    cells = {}
+    for r in results:
+        if r["strategy"] == "auto" and "block_shift" in r.get("auto", {}):
+            cells.setdefault(r["cell"], (r["pair"], r["auto"]))
+    pairs = sorted({pair for pair, _ in cells.values()})
+    if len(pairs) < 2:
+        return ["", "Leave-one-pair-out: needs auto's measurements on at least two pairs "
+                    f"({', '.join(pairs) or 'none'} measured)."]
+
+    def hits(grid_point, on_pairs) -> int:
+        n = 0
+        for cell, (pair, measured) in cells.items():
+            if pair in on_pairs:
+                means = cell_means(results, cell, [c for c in columns if c != "auto"])
+                chosen = prior_column(measured, *grid_point)
+                n += chosen in means and 100 * (max(means.values()) - means[chosen]) <= 1
+        return n
+
+    grid = [(s, p, n) for s in SHIFT_GRID for p in PROBE_GRID for n in LARGE_GRID]
+    shipped = (0.05, 0.6, 25)
+    lines = ["", "The prior's thresholds (shift, probe, large_from) set on the other pairs and scored on the held-out "
+                 "one (cells whose prior is within 1 point of the best column; ties keep the grid point nearest the "
+                 "shipped 0.05 / 0.6 / 25):", "",
+             "| held-out pair | thresholds set on the others | prior within 1 point (held out) | shipped thresholds (in sample) |",
+             "|---|---|---|---|"]
+    for held in pairs:
+        others = [p for p in pairs if p != held]
+        best = max(grid, key=lambda g: (hits(g, others), -abs(g[0] - shipped[0]) - abs(g[1] - shipped[1])))
+        total = sum(1 for pair, _ in cells.values() if pair == held)
+        lines.append(f"| {held} | {best[0]} / {best[1]} / {best[2]} | {hits(best, [held])} of {total} | "
+                     f"{hits(shipped, [held])} of {total} |")
+    return lines
 
 
 def heatmap(path: Path, results: list[dict]) -> None:
@@ -295,8 +437,10 @@ def main() -> None:
     parser.add_argument("--steps-large", type=int, default=2000, help="optimizer steps of a large-cell run")
     parser.add_argument("--scratch-lrs", type=float, nargs="+", default=[1e-3, 3e-3],
                         help="scratch's learning rates; the best on validation counts")
-    parser.add_argument("--no-scratch-check", dest="scratch_check", action="store_false",
-                        help="skip scratch with twice the steps")
+    parser.add_argument("--doublings", type=int, default=2,
+                        help="the convergence check: at most this many doublings of a column's budget")
+    parser.add_argument("--converge-margin", type=float, default=0.03,
+                        help="columns this far (validation accuracy) under the cell's best are not doubled (scratch always is)")
     parser.add_argument("--weights", type=Path, default=None, help="the digits pair's pretrained last.ckpt (skips pretraining)")
     parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("outputs/transfer_table"))

@@ -144,7 +144,9 @@ def test_shared_keys_pass_to_the_chosen_strategy_but_not_to_scratch():
     assert advice.record()["keys"] == {"backbone_lr_mult": 0.01, "n_blocks": 1}
     assert strategy_from_config(advice.strategy, advice.given_keys).backbone_lr_mult == 0.01
     scratch = decide(situation(10, SHIFTED, 0.3), auto, max_epochs=10)
-    assert scratch.record()["keys"] == {} and strategy_from_config("scratch", scratch.given_keys).backbone_lr_mult == 1.0
+    # scratch gets its own budget and rate, none of the fine-tuning keys
+    assert scratch.record()["keys"] == {"steps_mult": 2.0, "lr_mult": 1.0}
+    assert strategy_from_config("scratch", scratch.given_keys).backbone_lr_mult == 1.0
 
 
 def test_disagreeing_measures_count_as_similar_and_say_why():
@@ -245,7 +247,7 @@ def test_resnet18_pretrains_at_32x32_and_its_checkpoint_transfers(tmp_path):
     assert auto["probe_acc"] is not None and auto["cell"]["domain"] in {"similar", "different"}
 
 
-def test_auto_races_its_prior_on_labelled_data_and_stops_losers_early(tmp_path, source_weights, monkeypatch, caplog):
+def test_auto_races_by_cost_on_labelled_data_and_never_reads_the_test_split(tmp_path, source_weights, monkeypatch, caplog):
     from experiments.datamodules.base import ClassificationDataModule
 
     caplog.set_level("INFO", logger="experiments")
@@ -254,18 +256,22 @@ def test_auto_races_its_prior_on_labelled_data_and_stops_losers_early(tmp_path, 
 
     monkeypatch.setattr(ClassificationDataModule, "test_dataloader", no_test_split)
     record = run_job(compose_cfg(tmp_path, *TINY, *TARGET, f"model.weights={source_weights}", "mode=advise",
-                                 "trainer.max_epochs=14"))  # 28 steps: a 14-step race
+                                 "trainer.max_epochs=30"))  # 60 steps: a 30-step budget for the backbones
     auto = record["finetune_detail"]["auto"]
     race = auto["race"]
-    first = [t for t in race["trials"] if t["rung"] == 1]
-    second = [t for t in race["trials"] if t["rung"] == 2]
-    assert auto["prior"] == "classifier_only" and [t["strategy"] for t in first] == ["classifier_only", "lp_ft", "partial"]
-    assert len(second) == 2 and all(t["steps"] == 2 * first[0]["steps"] for t in second)  # the better half, twice as long
-    best_first = sorted(first, key=lambda t: -t["score"])  # stable: ties keep the prior first
-    assert [t["strategy"] for t in second] == [t["strategy"] for t in best_first[:2]]
-    assert race["winner"] == auto["strategy"] == record["finetune"] == max(second, key=lambda t: t["score"])["strategy"]
-    assert race["steps"] == 14 <= race["budget_steps"] and "metrics" not in record
-    assert all(0 <= t["score"] <= 1 for t in race["trials"])
+    frozen = [t for t in race["trials"] if t["rung"] == 0 and t["seed"] == 0]
+    backbone = [t for t in race["trials"] if t["rung"] > 0]
+    assert auto["prior"] == "classifier_only" and [t["strategy"] for t in frozen] == ["classifier_only"]
+    # the frozen candidate trains the run's whole schedule first, and none of it is backbone training
+    assert race["trials"][0]["strategy"] == "classifier_only"
+    assert frozen[0]["steps"] == 60 and frozen[0]["backbone_steps"] == 0
+    # the backbone candidates share the budget; a frozen candidate costs none of it
+    assert {t["strategy"] for t in backbone} <= {"lp_ft", "partial"} and backbone
+    assert race["backbone_steps"] == sum(t["steps"] for t in backbone) <= race["budget_steps"] == 30
+    assert race["frozen_seconds"] + race["backbone_seconds"] == pytest.approx(race["seconds"], abs=0.05)
+    finals = {t["strategy"]: t["score"] for t in race["trials"] if t["rung"] in (0, 2) and t["seed"] == 0}
+    assert race["winner"] == auto["strategy"] == record["finetune"] and race["winner"] in finals
+    assert "metrics" not in record and all(0 <= t["score"] <= 1 for t in race["trials"])
     assert auto["reason"].startswith("the race")
     assert "finetune=auto prior: classifier_only" in caplog.text and "race winner" in caplog.text
 
@@ -333,7 +339,8 @@ def test_a_strategy_added_through_the_searchpath_is_a_candidate_of_auto(tmp_path
     validate(raced)  # a neighbour of the user's own passes the early check
     race = advise(raced, Job(tmp_path / "raced", searchpath=searchpath)).record["finetune_detail"]["auto"]["race"]
     # the user's strategy and a parameter-level one race beside the prior
-    assert [t["strategy"] for t in race["trials"] if t["rung"] == 1] == ["classifier_only", "head_then_partial", "bitfit"]
+    assert [t["strategy"] for t in race["trials"] if t["rung"] <= 1 and t["seed"] == 0] == \
+        ["classifier_only", "head_then_partial", "bitfit"]
     assert {"head_epochs": 1, "n_blocks": 1}.items() <= race["trials"][1]["keys"].items()
 
     chosen = compose_cfg(tmp_path / "chosen", *common, "finetune.similar_small=head_then_partial", "finetune.confirm=false")

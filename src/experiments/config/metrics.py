@@ -16,6 +16,10 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "confident": True,  # share of confident predictions
 }
 
+#: a metric's best possible value, where it has one (an accuracy cannot pass 1): ``finetune=auto``'s
+#: race skips candidates that cannot beat a score this close to it by more than a point
+BEST_POSSIBLE: dict[str, float] = {"acc": 1.0, "error": 0.0, "loss": 0.0}
+
 #: prefixes a metric's name may carry before its base name (a domain pair's streams)
 _DOMAIN_PREFIXES = ("source_", "target_")
 
@@ -39,3 +43,13 @@ def objective_mode(metric: str) -> str:
     """``max`` or ``min`` for ``metric`` (Lightning's and Optuna's spelling; resolver
     ``${objective_mode:...}``)."""
     return "max" if higher_is_better(metric) else "min"
+
+
+def best_possible(metric: str) -> float | None:
+    """The best value ``metric`` can take (1 for an accuracy), None when it has no bound."""
+    return BEST_POSSIBLE.get(base_name(metric))
+
+
+def is_proportion(metric: str) -> bool:
+    """Whether ``metric`` is a share of samples (accuracy, error): its noise on ``n`` samples is binomial."""
+    return base_name(metric) in ("acc", "error")

@@ -13,7 +13,7 @@ from experiments.finetune.strategies import FinetuneStrategy, _integer, _number,
 NEIGHBOURS: dict[str, list[str]] = {
     "classifier_only": ["lp_ft", "partial"],
     "partial": ["classifier_only", "full"],
-    "full": ["partial", "lp_ft", "scratch"],
+    "full": ["classifier_only", "lora", "surgical", "scratch"],
     "lp_ft": ["classifier_only", "full"],
     "gradual": ["partial", "full"],
     "scratch": ["full", "lp_ft"],
@@ -44,9 +44,13 @@ class Auto(FinetuneStrategy):
             (not to ``scratch``).
         confirm: race the cell's strategy (the prior) against its ``neighbours`` on the labelled
             data before training (:mod:`experiments.finetune.race`); false keeps the prior.
-        race_budget: the race's optimizer steps as a fraction of the chosen run's (0.5: the whole
-            auto run costs at most about 1.5 runs).
+        race_budget: the backbone candidates' optimizer steps in the race, as a fraction of the
+            run's (0.5: the whole auto run costs about 1.5 runs); frozen candidates are nearly free
+            and not counted (:mod:`experiments.finetune.race`).
         neighbours: per strategy, the plausible alternatives that race against it.
+        scratch_steps_mult, scratch_lr_mult: scratch's own budget and rate, as a candidate and when
+            chosen (random weights converge later than pretrained ones: the race must not hold
+            scratch to the fine-tuning budget).
     """
 
     name: str = "auto"
@@ -61,6 +65,8 @@ class Auto(FinetuneStrategy):
     confirm: bool = True
     race_budget: float = 0.5
     neighbours: dict[str, list[str]] = field(default_factory=lambda: dict(NEIGHBOURS))
+    scratch_steps_mult: float = 2.0
+    scratch_lr_mult: float = 1.0
 
     def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
         super().validate(max_epochs, n_blocks)
@@ -70,6 +76,10 @@ class Auto(FinetuneStrategy):
         for strategy, others in dict(self.neighbours or {}).items():
             _require(all(_option_name(o) for o in others or ()), f"neighbours.{strategy}", list(others or ()),
                      "a list of finetune= option names")
+        _require(_number(self.scratch_steps_mult) and self.scratch_steps_mult >= 1, "scratch_steps_mult",
+                 self.scratch_steps_mult, "a number >= 1 (scratch's budget against the run's)")
+        _require(_number(self.scratch_lr_mult) and self.scratch_lr_mult > 0, "scratch_lr_mult",
+                 self.scratch_lr_mult, "a number > 0")
         n, s, p, m = self.large_from, self.shift_threshold, self.probe_threshold, self.max_samples
         _require(_integer(n) and n >= 1, "large_from", n, "an integer >= 1 (labelled samples per class)")
         _require(_number(s) and 0 < s < 1, "shift_threshold", s, "a number in (0, 1)")

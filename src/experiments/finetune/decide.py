@@ -195,6 +195,9 @@ def keys_for(strategy: str, m: Measurements, auto: Auto, max_epochs: int) -> tup
         depth = depth or max(n, 1)
         every = max(1, max_epochs // (depth + 1))
         return {"unfreeze_every": every}, f"unfreeze_every={every}: {depth} block(s) thaw within {max_epochs} epochs; {where}"
+    if strategy == "scratch" and m.pretrained:
+        keys = {"steps_mult": auto.scratch_steps_mult, "lr_mult": auto.scratch_lr_mult}
+        return keys, f"steps_mult={auto.scratch_steps_mult:g}: random weights get {auto.scratch_steps_mult:g}x the budget"
     if strategy == "lp_ft":
         probe = max(1, max_epochs // 4)
         return {"probe_epochs": probe}, f"probe_epochs={probe}: a quarter of {max_epochs} epochs"

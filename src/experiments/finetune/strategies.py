@@ -136,11 +136,32 @@ class FinetuneStrategy:
 
 @dataclass
 class Scratch(FinetuneStrategy):
-    """Random init, every block at the full learning rate."""
+    """Random init, every block at the full learning rate.
+
+    Args:
+        lr_mult: every group's rate is ``optimizer.lr * lr_mult`` (scratch's own rate, apart from
+            the one fine-tuning strategies start from).
+        steps_mult: the run trains ``steps_mult`` times its budget (``train_steps``, or
+            ``trainer.max_epochs`` without one): random weights converge later than pretrained ones.
+    """
 
     name: str = "scratch"
     backbone_lr_mult: float = 1.0
     uses_pretrained: bool = False
+    lr_mult: float = 1.0
+    steps_mult: float = 1.0
+
+    def head_lr(self, base_lr: float, epoch: int) -> float:
+        return base_lr * self.lr_mult
+
+    def block_lr(self, base_lr: float, depth: int, epoch: int) -> float:
+        return super().block_lr(base_lr * self.lr_mult, depth, epoch)
+
+    def validate(self, max_epochs: int, n_blocks: int | None = None) -> None:
+        super().validate(max_epochs, n_blocks)
+        _require(_number(self.lr_mult) and self.lr_mult > 0, "lr_mult", self.lr_mult, "a number > 0")
+        _require(_number(self.steps_mult) and self.steps_mult >= 1, "steps_mult", self.steps_mult,
+                 "a number >= 1 (the run's budget times it)")
 
 
 @dataclass

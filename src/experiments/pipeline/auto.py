@@ -8,8 +8,9 @@ strategy it returns the config unchanged; for ``finetune=auto``:
 2. :func:`experiments.finetune.decide.decide`: the guidance table's cell and its strategy, the
    **prior**, with keys from the measurements and the reason;
 3. with ``finetune.confirm=true``, :func:`experiments.finetune.race.race`: the prior against its
-   neighbours on the labelled data, successive halving, within ``finetune.race_budget`` of the
-   run; every trial is built by :func:`~experiments.pipeline.build.build_components` and trained
+   neighbours on the labelled data, budgeted by cost (frozen candidates on cached features first,
+   backbone candidates by successive halving within ``finetune.race_budget`` of the run, a second
+   seed for a close finish); every trial is built by :func:`~experiments.pipeline.build.build_components` and trained
    by the one :func:`~experiments.pipeline.fit.fit`, exactly as a run naming that strategy;
 4. the winner's config is composed from its own ``finetune/<name>.yaml`` through Hydra's search
    path (the job's ``hydra.searchpath`` included) plus the keys auto derived, and replaces
@@ -30,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from experiments.finetune.auto import Auto
 from experiments.finetune.choice import AutoChoice, strategy_config
 from experiments.finetune.decide import decide, keys_for, unsuitable_warning
-from experiments.finetune.race import race
+from experiments.finetune.race import Candidate, race
 from experiments.finetune.strategies import FinetuneStrategy
 
 log = logging.getLogger(__name__)
@@ -80,19 +81,23 @@ def choose(cfg: DictConfig, auto: Auto, searchpath: Sequence[str] = ()) -> AutoC
         node = strategy_config(name, final, searchpath)
         return AutoChoice(prior, instantiate(node), final, race_result, why, measure_seconds, config=node)
 
-    def run_trial(name: str, epochs: int, batches: int) -> tuple[float, FinetuneStrategy]:
+    def run_trial(name: str, epochs: int, batches: int, seed: int) -> tuple[float, FinetuneStrategy]:
         node = strategy_config(name, keys(name, epochs), searchpath)
-        return trial_score(cfg, node, epochs, batches), instantiate(node)
+        return trial_score(cfg, node, epochs, batches, seed), instantiate(node, _convert_="all")
 
-    candidates = list(dict.fromkeys([prior.strategy, *dict(auto.neighbours).get(prior.strategy, [])]))
-    if not auto.confirm or not measured.pretrained or len(candidates) < 2:
+    names = list(dict.fromkeys([prior.strategy, *dict(auto.neighbours).get(prior.strategy, [])]))
+    if not auto.confirm or not measured.pretrained or len(names) < 2:
         why = ("finetune.confirm=false: the prior trains" if not auto.confirm else
                "random init: nothing to race, scratch trains" if not measured.pretrained else
                f"finetune.neighbours has no alternative to {prior.strategy}")
         choice = choice_of(prior.strategy, None, why)
     else:
         per_epoch = steps_per_epoch(cfg.trainer, datamodule)
-        result = race(candidates, run_trial, str(cfg.objective), max_epochs * per_epoch, per_epoch, float(auto.race_budget))
+        candidates = [candidate(name, keys(name, max_epochs), cfg, datamodule, len(model.blocks), searchpath)
+                      for name in names]
+        val_size = len(datamodule.val_dataloader().dataset)
+        result = race(candidates, run_trial, str(cfg.objective), max_epochs * per_epoch, per_epoch,
+                      float(auto.race_budget), val_size)
         choice = choice_of(result.winner, result, race_reason(result, prior.strategy, len(candidates)))
     if prior.warning:
         trained = choice.strategy.name
@@ -105,28 +110,45 @@ def choose(cfg: DictConfig, auto: Auto, searchpath: Sequence[str] = ()) -> AutoC
     return choice
 
 
+def candidate(name: str, keys: dict[str, Any], cfg: DictConfig, datamodule, n_blocks: int,
+              searchpath: Sequence[str]) -> Candidate:
+    """``name`` as the race sees it: frozen when its backbone never trains and the feature cache
+    would carry its whole run (then its trial is a feature extraction and a head fit), and its
+    budget against the run's (``steps_mult``: scratch's own)."""
+    from experiments.finetune.cache import plan_feature_cache
+
+    strategy: FinetuneStrategy = instantiate(strategy_config(name, keys, searchpath))
+    max_epochs = int(cfg.trainer.max_epochs)
+    plan = plan_feature_cache(strategy, datamodule, max_epochs, n_blocks)
+    frozen = plan.used and plan.epochs >= max_epochs
+    return Candidate(name, frozen, float(getattr(strategy, "steps_mult", 1.0)))
+
+
 def race_reason(result, prior: str, candidates: int) -> str:
     """Why the race's winner trains: it confirmed the prior, or it overruled it (by how much)."""
     winner = result.winner
     if winner == prior:
         return f"the race confirmed the prior ({winner} scored best of {candidates})"
-    best = {t.strategy: t.score for t in result.trials if t.rung == 2}
+    best = {t.strategy: t.score for t in result.trials if t.rung in (0, 2)}
     if prior not in best:
-        return f"the race overruled the prior: {prior} did not reach the second rung; {winner} won it"
+        return f"the race overruled the prior: {prior} did not reach the final; {winner} won"
     return (f"the race overruled the prior: {winner} {best.get(winner, float('nan')):.4f} against "
             f"{prior} {best[prior]:.4f} ({result.objective})")
 
 
-def trial_score(cfg: DictConfig, finetune: DictConfig, epochs: int, batches: int) -> float:
-    """Train the run with ``finetune`` (fresh, seeded, built and fitted like the run itself) for
-    ``epochs`` x ``batches`` steps, without the run's loggers, checkpoints or reports; the
-    objective on the validation split at the end."""
+def trial_score(cfg: DictConfig, finetune: DictConfig, epochs: int, batches: int, seed: int = 0) -> float:
+    """Train the run with ``finetune`` (fresh, seeded with the run's seed + ``seed``, built and
+    fitted like the run itself) for ``epochs`` x ``batches`` steps, without the run's loggers,
+    checkpoints or reports; the objective on the validation split at the end."""
     from experiments.pipeline.build import build_components
     from experiments.pipeline.fit import fit
 
     trial = copy.deepcopy(cfg)
     with open_dict(trial):
         trial.finetune = finetune
+        if "steps_mult" in trial.finetune:
+            trial.finetune.steps_mult = 1.0  # the race sized this trial's steps with it already
+        trial.seed = int(cfg.seed) + seed
         trial.train_steps = None
         trial.trainer.max_epochs = epochs
         trial.callbacks, trial.logger = {}, {}

@@ -30,13 +30,19 @@ def steps_per_epoch(trainer_cfg: DictConfig, datamodule: Any) -> int:
 def apply_step_budget(cfg: DictConfig, datamodule: Any) -> None:
     """``train_steps=N``: ``trainer.max_epochs`` becomes the epochs that make at least N optimizer
     steps on this data, so a 100-image run trains as long as a 10,000-image one instead of making
-    30 steps. Every schedule (strategy, scheduler) then spans the resolved epochs."""
+    30 steps. Every schedule (strategy, scheduler) then spans the resolved epochs. A strategy's
+    ``steps_mult`` (scratch's own budget) multiplies the budget, steps or epochs."""
     steps = cfg.get("train_steps")
+    mult = float(cfg.finetune.get("steps_mult") or 1.0)
     if steps is None:
+        if mult != 1.0:
+            epochs = math.ceil(int(cfg.trainer.max_epochs) * mult)
+            log.info("finetune.steps_mult=%g: trainer.max_epochs=%d (was %d)", mult, epochs, cfg.trainer.max_epochs)
+            cfg.trainer.max_epochs = epochs
         return
     per_epoch = steps_per_epoch(cfg.trainer, datamodule)
-    epochs = math.ceil(int(steps) / per_epoch)
+    epochs = math.ceil(int(steps) * mult / per_epoch)
     if epochs != cfg.trainer.max_epochs:
-        log.info("train_steps=%d: %d optimizer steps per epoch -> trainer.max_epochs=%d (was %d)",
-                 steps, per_epoch, epochs, cfg.trainer.max_epochs)
+        log.info("train_steps=%d%s: %d optimizer steps per epoch -> trainer.max_epochs=%d (was %d)", steps,
+                 f" x finetune.steps_mult={mult:g}" if mult != 1.0 else "", per_epoch, epochs, cfg.trainer.max_epochs)
     cfg.trainer.max_epochs = epochs
