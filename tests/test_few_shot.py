@@ -53,6 +53,23 @@ def test_train_steps_sets_the_epochs_from_the_data_and_the_schedules_follow(tmp_
     assert (record["epochs"], record["global_step"]) == (7, 7)  # one batch an epoch counted
 
 
+def test_scratch_trains_its_own_budget_and_rate(tmp_path):
+    from conftest import compose_cfg, run_job
+
+    from experiments.checkpoints import read_checkpoint
+    from experiments.config.rules import validate
+
+    common = ["data.samples_per_class=10", "logger=none", "callbacks.test_figures=null", "train_steps=7",
+              "finetune=scratch", "scheduler=none", "optimizer.lr=0.002"]
+    record = run_job(compose_cfg(tmp_path / "own", *common, "finetune.steps_mult=2", "finetune.lr_mult=0.5"))
+    # 7 steps x 2 at 2 steps an epoch: 7 epochs (14 steps); every group at 0.002 x 0.5
+    assert (record["epochs"], record["global_step"]) == (7, 14)
+    state = read_checkpoint(tmp_path / "own" / "checkpoints" / "last.ckpt")
+    assert {g["lr"] for g in state["optimizer_states"][0]["param_groups"]} == {0.001}
+    with pytest.raises(ConfigError, match=r"finetune.steps_mult=0.5 is invalid: expected a number >= 1"):
+        validate(compose_cfg(tmp_path / "bad", *common, "finetune.steps_mult=0.5"))
+
+
 def test_a_bad_step_budget_is_refused_before_torch(tmp_path):
     from conftest import compose_cfg
 

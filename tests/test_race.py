@@ -72,6 +72,10 @@ def test_a_close_finish_trains_the_top_two_again_with_a_second_seed_and_the_mean
     assert all(t.steps == first_runs[t.strategy].steps for t in seconds)  # as long as its first seed
     assert "within the noise" in result.notes[-1]
     assert result.backbone_steps <= result.budget_steps  # the budget kept room for the second seeds
+    # still within the noise over two seeds: the cheaper one wins, a frozen one over a backbone one
+    tied = Runner({"classifier_only": 0.96, "full": 0.97}, second_seed={"classifier_only": 0.97, "full": 0.97})
+    result = race([FROZEN, Candidate("full")], tied, "val/acc", 400, 4, 0.5, val_size=100)
+    assert result.winner == "classifier_only" and "the cheaper classifier_only wins" in result.notes[-1]
     # a clear lead on a large validation split runs no second seed
     clear = race([Candidate("full"), Candidate("lora")], Runner({"full": 0.80, "lora": 0.70}), "val/acc", 400, 4,
                  0.5, val_size=5000)

@@ -18,7 +18,9 @@ cost, not by count:
    cheap strategy wins without paying for a second rung.
 4. **A close finish** (the top two within the noise of the validation split: the binomial standard
    error of the difference of two accuracies on ``val_size`` samples) trains both again with a
-   second seed; the mean of the two seeds decides. The budget keeps room for it.
+   second seed; the mean of the two seeds decides, and when the means are still within the noise
+   of a mean the cheaper candidate wins (a frozen one over a backbone one). The budget keeps room
+   for the second seeds.
 
 Ties keep the earlier candidate (the prior first). Each trial is trained by the function the
 resolver hands in (:func:`experiments.pipeline.auto.trial_score`: built like the run itself,
@@ -185,6 +187,7 @@ def race(candidates: Sequence[Candidate], run_trial: TrialRunner, objective: str
     start = time.perf_counter()
     result = RaceResult(objective, candidates[0].name, budget_steps=int(fraction * run_steps))
     state = _Race(run_trial, objective, result)
+    by_cost = {c.name: c for c in candidates}
     frozen = [c for c in candidates if c.frozen]
     backbone = [c for c in candidates if not c.frozen]
     run_epochs = -(-run_steps // batches_per_epoch)
@@ -226,12 +229,22 @@ def race(candidates: Sequence[Candidate], run_trial: TrialRunner, objective: str
                                 f"{val_size} validation samples): both trained a second seed, the mean decides")
             for name in (first, second):
                 last = next(t for t in reversed(result.trials) if t.strategy == name)
-                c = next(c for c in candidates if c.name == name)
-                state.trial(c, last.rung, last.epochs, last.steps // last.epochs, seed=1)
-        finalists = state.ranked(finalists)
+                state.trial(by_cost[name], last.rung, last.epochs, last.steps // last.epochs, seed=1)
+            finalists = state.ranked(finalists)
+            first, second = finalists[:2]
+            within = noise(state.score(first), state.score(second), val_size, objective) / math.sqrt(2)
+            if state.ahead(first, second) <= within and _cost(by_cost[second]) < _cost(by_cost[first]):
+                result.notes.append(f"over two seeds {first} leads {second} by {state.ahead(first, second):.4f}, "
+                                    f"within the noise of the mean ({within:.4f}): the cheaper {second} wins")
+                finalists = [second, first, *finalists[2:]]
     result.winner = finalists[0] if finalists else candidates[0].name
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _cost(c: Candidate) -> float:
+    """A candidate's cost rank: a frozen one is nearly free; a backbone one costs its budget."""
+    return 0.0 if c.frozen else c.steps_mult
 
 
 def _own_keys(strategy: FinetuneStrategy) -> set[str]:
