@@ -2,8 +2,9 @@
 # The GPU checks and benchmarks in one command, on one CUDA GPU:
 #   1. benchmarks/limit.py --accelerator gpu (alone on the machine: it times epochs);
 #   2. at once, in parallel: `python run.py trainer=gpu` end to end in fp32 and in bf16-mixed with
-#      channels_last, the domain-adaptation preset on the GPU, and the transfer table's image pairs
-#      (benchmarks/transfer_table.py --pairs digits imagenet) as one process per (cell, seed) job,
+#      channels_last, the domain-adaptation preset on the GPU, and the transfer table's three pairs
+#      (benchmarks/transfer_table.py: digits, imagenet, minilm where its package is installed) as one
+#      process per (cell, seed) job,
 #      JOBS at a time, the largest cells first and seed by seed, the whole phase cut at DEADLINE seconds;
 #   3. one table from every finished job, and a summary.
 #
@@ -59,7 +60,9 @@ job() {  # pair target size seed
 export -f job; export out weights end py trainer tt_args
 for seed in $seeds; do
   for cell in "imagenet digits_m large" "digits digits_m large" "imagenet digits large" "digits digits large" \
-              "imagenet digits_m small" "imagenet digits small" "digits digits_m small" "digits digits small"; do
+              "minilm rotten_tomatoes large" "minilm bbc_news large" \
+              "imagenet digits_m small" "imagenet digits small" "digits digits_m small" "digits digits small" \
+              "minilm rotten_tomatoes small" "minilm bbc_news small"; do
     echo "$cell $seed"
   done
 done | xargs -P "$jobs" -L 1 bash -c 'job "$@"' _ | tee -a "$summary"

@@ -64,7 +64,7 @@ def test_predict_a_folder_of_new_images_with_a_broken_file(tmp_path, trained, ca
     cfg = compose_cfg(tmp_path / "predict", "mode=predict", f"ckpt_path={trained}", f"predict.inputs={tmp_path / 'new'}",
                       "predict.top_k=3")
     record = run_job(cfg)
-    assert record["status"] == "ok" and record["num_predictions"] == 6 and record["num_undecodable"] == 1
+    assert record["status"] == "ok" and record["num_predictions"] == 5 and record["num_undecodable"] == 1
     rows = {Path(r["input"]).name: r for r in read_rows(tmp_path / "predict" / "predictions.csv")}
     assert "cannot decode" in rows["broken.png"]["error"] and rows["broken.png"]["predicted"] == ""
     assert "1 of 6 inputs could not be decoded" in caplog.text
@@ -157,3 +157,57 @@ def test_every_image_family_exports_to_onnx_within_the_tolerance(tmp_path, model
     ckpt = Path(run_job(compose_cfg(tmp_path / "run", *overrides))["best_checkpoint"])
     record = export_run(tmp_path / "export", ckpt, *overrides, "export.check_batches=1")
     assert record["status"] == "ok" and record["export"]["max_logit_difference"] <= 1e-3
+
+
+def test_predict_reads_every_format_as_training_does_and_a_16_bit_file_as_its_8_bit_twin(tmp_path, trained):
+    from PIL import Image
+
+    digit = np.round(digits_pngs(tmp_path / "ref", 1)[0, 0].numpy() * 255).astype(np.uint8)
+    folder = tmp_path / "formats"
+    folder.mkdir()
+    Image.fromarray(digit, "L").save(folder / "a8.png")
+    Image.fromarray(digit.astype(np.uint16) * 257).save(folder / "a16.png")  # 16-bit: 255 -> 65535
+    Image.fromarray(digit.astype(np.uint16) * 257).save(folder / "a16.tif")
+    for suffix, options in ((".gif", {}), (".webp", {"lossless": True}), (".bmp", {}), (".tiff", {})):
+        Image.fromarray(digit, "L").save(folder / f"a{suffix}", **options)
+    Image.fromarray(digit, "L").convert("RGBA").save(folder / "rgba.png")  # colour and alpha for a grey model
+    record = run_job(compose_cfg(tmp_path / "predict", "mode=predict", f"ckpt_path={trained}", f"predict.inputs={folder}"))
+    assert record["status"] == "ok" and record["num_predictions"] == 8 and record["num_undecodable"] == 0
+    rows = {Path(r["input"]).name: r for r in read_rows(tmp_path / "predict" / "predictions.csv")}
+    reference = rows["a8.png"]
+    for name, row in rows.items():
+        assert row["error"] == "" and row["predicted"] == reference["predicted"], name
+        assert float(row["probability"]) == pytest.approx(float(reference["probability"]), abs=1e-4), name
+
+
+def test_predictions_are_written_whole_or_not_at_all(tmp_path, trained, monkeypatch, capsys):
+    """A failure mid-predict leaves no partial predictions.csv (nor a temporary file), and a previous
+    one survives."""
+    from experiments.reporting.predictions import InputPredictionsWriter
+
+    digits_pngs(tmp_path / "new", 3)
+    out = tmp_path / "predict"
+    out.mkdir()
+    (out / "predictions.csv").write_text("an earlier run's rows\n")
+
+    class FullDisk:
+        def writerows(self, rows):
+            raise OSError(28, "No space left on device")
+
+    started = InputPredictionsWriter.on_predict_start
+
+    def start_then_fill_the_disk(self, trainer, module):
+        started(self, trainer, module)  # the header is in; every batch after it hits a full disk
+        self._writer = FullDisk()
+
+    monkeypatch.setattr(InputPredictionsWriter, "on_predict_start", start_then_fill_the_disk)
+    from experiments.pipeline.results import read_results
+
+    with pytest.raises(SystemExit):
+        run_job(compose_cfg(out, "mode=predict", f"ckpt_path={trained}", f"predict.inputs={tmp_path / 'new'}"))
+    record = read_results(out)
+    message = f"the disk is full (no space left): writing {out / 'predictions.csv'} failed"
+    assert record["status"] == "failed" and message in record["error"] and message in capsys.readouterr().err
+    assert "Traceback" not in record["error"]
+    assert (out / "predictions.csv").read_text() == "an earlier run's rows\n"
+    assert not list(out.glob(".predictions.csv*"))

@@ -38,3 +38,8 @@ class TrainingError(ExperimentError):
 class CheckpointError(ExperimentError):
     """A checkpoint cannot be read, is refused (it would run code), does not fit the model, or
     cannot be written (a full disk)."""
+
+
+class OutputError(ExperimentError):
+    """A file a command writes (predictions, an export, a summary, results.json) cannot be written:
+    a full disk, a read-only or missing folder."""

@@ -10,12 +10,10 @@ Tensors unchanged since training started go once per run into a frozen file
 
 from __future__ import annotations
 
-import errno
 import io
 import logging
 import os
 import shutil
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +25,7 @@ from lightning_utilities.core.apply_func import apply_to_collection
 
 from experiments.checkpoints.frozen import REFERENCE_KEY, UNCHANGED_KEY, frozen_file, reference, restore_frozen
 from experiments.checkpoints.reading import non_finite_tensors, refuse_non_finite
+from experiments.atomic import atomic_output
 from experiments.errors import CheckpointError, TrainingError
 
 log = logging.getLogger(__name__)
@@ -102,23 +101,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     @staticmethod
     def _commit(path: Path, make: Callable[[Path], None]) -> None:
         """``make(tmp)`` creates the file under a temporary name; the rename publishes it."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
+        fix = (f"resume with ckpt_path={path.parent / 'last.ckpt'} (a resume may write elsewhere: "
+               "paths.output_root=DIR)")
+        with atomic_output(path, "the checkpoint", "the previous checkpoint there is kept", fix, CheckpointError) as tmp:
             make(tmp)
-            os.replace(tmp, path)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # EFBIG: a file-size limit
-                raise CheckpointError(
-                    f"the disk is full (no space left): writing {path} failed ({err.strerror}); the previous "
-                    f"checkpoint there is kept. Free space on {path.parent} and resume with ckpt_path="
-                    f"{path.parent / 'last.ckpt'} (a resume may write elsewhere: paths.output_root=DIR)"
-                ) from err
-            raise
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
 
 
 def _write_synced(path: Path, buffer: io.BytesIO) -> None:

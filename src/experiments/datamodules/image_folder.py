@@ -9,8 +9,9 @@ With ``allow_unlabelled=true`` (a domain-adaptation target), images straight in 
 ``DIR/train``), with no class sub-folders, are an unlabelled data set: its items carry the label
 ``UNLABELLED`` (-1), so it can be trained on without labels but not evaluated.
 
-Images are decoded by torchvision.io straight into ``uint8`` tensors (PNG, JPEG, GIF, WebP; other
-formats through PIL). A file that cannot be read raises a DataError naming it.
+Images are read by :func:`experiments.datamodules.image_files.read_image` (every common format,
+scaled to [0, 1] by its real bit depth; prediction reads new files the same way). A file that
+cannot be read raises a DataError naming it.
 """
 
 from __future__ import annotations
@@ -23,28 +24,10 @@ from torch.utils.data import Dataset
 
 from experiments.datamodules.base import ClassificationDataModule
 from experiments.datamodules.contract import UNLABELLED
+from experiments.datamodules.image_files import EXTENSIONS, read_image
 from experiments.errors import DataError
 
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm")
-_TORCHVISION_DECODES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
 SPLITS = ("train", "val", "test")
-
-
-def read_image(path: str, channels: int) -> torch.Tensor:
-    """``uint8`` tensor ``(channels, H, W)`` of the image at ``path``; DataError naming the file."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
-
-    try:
-        if Path(path).suffix.lower() in _TORCHVISION_DECODES:
-            mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
-            return decode_image(read_file(path), mode=mode)
-        from PIL import Image
-        from torchvision.transforms.v2.functional import pil_to_tensor
-
-        with Image.open(path) as image:
-            return pil_to_tensor(image.convert("L" if channels == 1 else "RGB"))
-    except Exception as err:
-        raise DataError(f"cannot read the image {path}: {type(err).__name__}: {err}; replace or remove the file") from err
 
 
 class ImageFileDataset(Dataset):
@@ -59,7 +42,7 @@ class ImageFileDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        return read_image(path, self.channels).float().div_(255), label
+        return read_image(path, self.channels), label
 
 
 class ImageFolderDataModule(ClassificationDataModule):
@@ -88,7 +71,7 @@ class ImageFolderDataModule(ClassificationDataModule):
                 f"data.root={root} has {', '.join(self.split_dirs)}/ but no train/ folder; add train/ "
                 "or put the class folders directly under data.root"
             )
-        self.classes = sorted(p.name for p in self._class_root().iterdir() if p.is_dir())
+        self.classes = sorted(p.name for p in _visible_dirs(self._class_root()))
         self.has_labels = bool(self.classes)
         if not self.classes and not allow_unlabelled:
             raise DataError(f"data.root={root}: no class sub-folders in {self._class_root()}")
@@ -127,7 +110,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         if not self.has_labels:
             return self._unlabelled_samples(folder)
         index = {name: i for i, name in enumerate(self.classes)}
-        unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in index)
+        unknown = sorted(p.name for p in _visible_dirs(folder) if p.name not in index)
         if unknown:
             raise DataError(
                 f"{folder} has class folders {unknown} that {self._class_root()} lacks; "
@@ -135,9 +118,9 @@ class ImageFolderDataModule(ClassificationDataModule):
             )
         samples = [
             (str(path), index[class_dir.name])
-            for class_dir in sorted(p for p in folder.iterdir() if p.is_dir())
+            for class_dir in sorted(_visible_dirs(folder))
             for path in sorted(class_dir.rglob("*"))
-            if path.suffix.lower() in EXTENSIONS and path.is_file()
+            if path.suffix.lower() in EXTENSIONS and path.is_file() and not _hidden(path.relative_to(class_dir))
         ]
         if not samples:
             raise DataError(f"no images ({', '.join(EXTENSIONS)}) in the class folders of {folder}")
@@ -152,7 +135,19 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     def _unlabelled_samples(self, folder: Path) -> list[tuple[str, int]]:
         """Sorted ``(path, UNLABELLED)`` of the images directly in ``folder``."""
-        samples = [(str(p), UNLABELLED) for p in sorted(folder.iterdir()) if p.suffix.lower() in EXTENSIONS and p.is_file()]
+        samples = [(str(p), UNLABELLED) for p in sorted(folder.iterdir())
+                   if p.suffix.lower() in EXTENSIONS and p.is_file() and not _hidden(Path(p.name))]
         if not samples:
             raise DataError(f"data.root={self.root}: no class sub-folders and no images ({', '.join(EXTENSIONS)}) in {folder}")
         return samples
+
+
+def _hidden(relative: Path) -> bool:
+    """A path with a part that starts with a dot (``.ipynb_checkpoints/``, ``.DS_Store``, ``._x.jpg``)."""
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` that can be classes: hidden ones (``.ipynb_checkpoints``,
+    ``.git``) are tools' leftovers, never a class."""
+    return [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]

@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from experiments.errors import ConfigError
+from experiments.datamodules.image_files import EXTENSIONS, read_image
+from experiments.errors import ConfigError, DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = EXTENSIONS  # what training reads, prediction reads
 TEXT_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
 
 
@@ -70,16 +71,15 @@ class ImageFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
-        from torchvision.io import ImageReadMode, decode_image
         from torchvision.transforms.v2 import functional as F
 
         channels, height, width = self.shape
         try:
-            image = decode_image(str(self.files[index]), mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
-        except (RuntimeError, ValueError, OSError) as err:
+            image = read_image(self.files[index], channels)
+        except DataError as err:
             blank = torch.zeros(self.shape)
             return (self.transform(blank) if self.transform is not None else blank), index, f"cannot decode: {err}"
-        image = F.resize(image.float().div_(255), [height, width], antialias=True)
+        image = F.resize(image, [height, width], antialias=True)
         return (self.transform(image) if self.transform is not None else image), index, ""
 
 

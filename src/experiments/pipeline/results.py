@@ -7,6 +7,8 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+from experiments.atomic import atomic_output
 from typing import Any
 
 RESULTS_FILE = "results.json"
@@ -25,10 +27,8 @@ def _jsonable(value: Any) -> Any:
 def write_results(run_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
     """Write ``record`` atomically (a crash never leaves a half-written file)."""
     path = Path(run_dir) / RESULTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable(record), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    with atomic_output(path, "the run's record") as tmp:
+        tmp.write_text(json.dumps(_jsonable(record), indent=2, sort_keys=False) + "\n")
     return path
 
 

@@ -157,8 +157,9 @@ def predict(cfg: DictConfig, job: Job | None = None) -> Outcome:
         )
     data = {"dataloaders": loader} if loader is not None else {"datamodule": parts.datamodule}
     trainer.predict(parts.module, **data, ckpt_path=ckpt, return_predictions=False, weights_only=True)
-    log.info("predictions: %d rows -> %s", writer.rows, writer.path)
-    record = {"predictions": str(writer.path), "num_predictions": writer.rows, **run_facts(parts), "checkpoint": str(ckpt)}
+    log.info("predictions: %d rows -> %s", writer.predicted, writer.path)
+    record = {"predictions": str(writer.path), "num_predictions": writer.predicted, **run_facts(parts),
+              "checkpoint": str(ckpt)}
     if files is not None:
         record.update(_input_report(trainer, writer))
     return Outcome(record, parts, trainer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,15 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from experiments.atomic import output_error, temporary_beside
+
 PREDICTIONS_FILE = "predictions.csv"
 
 
 class _CsvStream(BasePredictionWriter):
-    """A CSV file at ``path`` that is open while ``trainer.predict`` runs, written batch by batch."""
+    """A CSV file at ``path`` written batch by batch while ``trainer.predict`` runs, under a
+    temporary name that becomes ``path`` once the last batch is in (:mod:`experiments.atomic`): a
+    failure, a full disk or a kill never leaves a partial file under the final name."""
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(write_interval="batch")
@@ -23,17 +28,55 @@ class _CsvStream(BasePredictionWriter):
         self.rows = 0
         self._handle = None
         self._writer: Any = None
+        self._tmp: Path | None = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.rows = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self.path.open("w", newline="")
+        self._tmp = temporary_beside(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self._tmp.open("w", newline="")
+        except OSError as err:
+            raise output_error(err, self.path, "the predictions") from err
         self._writer = csv.writer(self._handle)
 
+    @property
+    def predicted(self) -> int:
+        """Rows that hold a prediction (not a file that could not be read)."""
+        return self.rows - getattr(self, "errors", 0)
+
+    def write_rows(self, rows: list[list[Any]]) -> None:
+        try:
+            self._writer.writerows(rows)
+        except OSError as err:
+            self._discard()
+            raise output_error(err, self.path, "the predictions") from err
+
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._handle is not None:
+        if self._handle is None or self._tmp is None:
+            return
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
             self._handle.close()
+            os.replace(self._tmp, self.path)
+        except OSError as err:
+            self._discard()
+            raise output_error(err, self.path, "the predictions") from err
+        self._handle = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._discard()
+
+    def _discard(self) -> None:
+        if self._handle is not None:
+            try:
+                self._handle.close()
+            except OSError:
+                pass  # the temporary file goes anyway
             self._handle = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
 
 
 class PredictionsCsvWriter(_CsvStream):
@@ -54,12 +97,14 @@ class PredictionsCsvWriter(_CsvStream):
     ) -> None:
         probs = prediction.float().cpu()
         labels = batch[1].tolist() if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
+        rows = []
         if self.rows == 0:
             header = ["index", *(["label"] if labels is not None else []), "predicted"]
-            self._writer.writerow(header + [f"prob_{name}" for name in self.class_names])
+            rows.append(header + [f"prob_{name}" for name in self.class_names])
         for offset, row in enumerate(probs.tolist()):
             label = [labels[offset]] if labels is not None else []
-            self._writer.writerow([self.rows + offset, *label, int(probs[offset].argmax())] + [f"{p:.6g}" for p in row])
+            rows.append([self.rows + offset, *label, int(probs[offset].argmax())] + [f"{p:.6g}" for p in row])
+        self.write_rows(rows)
         self.rows += len(probs)
 
 
@@ -86,7 +131,7 @@ class InputPredictionsWriter(_CsvStream):
         self.errors = 0
         self.shown = []
         tops = [column for i in range(1, self.top_k + 1) for column in (f"top{i}", f"top{i}_probability")]
-        self._writer.writerow(["input", "predicted", "probability", *tops, "error"])
+        self.write_rows([["input", "predicted", "probability", *tops, "error"]])
 
     def write_on_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: torch.Tensor,
@@ -94,16 +139,18 @@ class InputPredictionsWriter(_CsvStream):
     ) -> None:
         inputs, indices, errors = batch
         probs, classes = prediction.float().cpu().topk(self.top_k, dim=1)
+        rows = []
         for row, (index, error) in enumerate(zip(indices.tolist(), errors)):
             name = self.names[index]
             if error:
-                self._writer.writerow([name, "", "", *[""] * (2 * self.top_k), error])
+                rows.append([name, "", "", *[""] * (2 * self.top_k), error])
                 self.errors += 1
                 continue
             tops = [(self.class_names[c], f"{p:.6g}") for c, p in zip(classes[row].tolist(), probs[row].tolist())]
-            self._writer.writerow([name, *tops[0], *[value for top in tops for value in top], ""])
+            rows.append([name, *tops[0], *[value for top in tops for value in top], ""])
             if len(self.shown) < self.grid and inputs.dim() == 4 and inputs.shape[1] in (1, 3):
                 self.shown.append((inputs[row].float().cpu(), int(classes[row, 0])))
+        self.write_rows(rows)
         self.rows += len(indices)
 
     def figure(self):
