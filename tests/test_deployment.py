@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +108,7 @@ def test_onnx_export_matches_pytorch_and_carries_its_preprocessing(tmp_path, tra
     assert "largest logit difference to PyTorch" in capsys.readouterr().out
     path = Path(record["export"]["path"])
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    assert eval(meta["class_names"]) == [str(i) for i in range(10)] and meta["channels"] == "1"
+    assert json.loads(meta["class_names"]) == [str(i) for i in range(10)] and meta["channels"] == "1"
     assert meta["source_run"] == str(trained.parent.parent.resolve()) and meta["mean"] != "null"
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 3):  # the batch axis is dynamic
@@ -121,6 +122,24 @@ def test_an_export_beyond_the_tolerance_is_refused(tmp_path, trained):
     from experiments.pipeline.results import read_results
 
     assert "above export.tolerance=1e-30" in read_results(record_dir)["error"]
+    assert not list((record_dir / "export").iterdir())  # the unchecked file is not left to be used
+
+
+def test_an_export_that_cannot_be_written_says_so_and_leaves_no_partial_file(tmp_path, trained, monkeypatch):
+    import errno
+
+    import experiments.export
+    from experiments.pipeline.results import read_results
+
+    def read_only(path):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(experiments.export, "fsync_file", read_only)
+    with pytest.raises(SystemExit):
+        export_run(tmp_path, trained)
+    error = read_results(tmp_path)["error"]
+    assert error.startswith(f"OutputError: cannot write the export {tmp_path / 'export' / 'model.onnx'}: Read-only")
+    assert "hydra.run.dir=DIR" in error and not list((tmp_path / "export").iterdir())
 
 
 def test_safetensors_export_rebuilds_the_model_without_the_run_dir(tmp_path, trained):

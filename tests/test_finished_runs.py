@@ -107,6 +107,28 @@ def test_publish_moves_the_link_only_to_finite_weights_and_keeps_a_folder_it_fin
     assert not list(target.parent.glob(".*.tmp"))
 
 
+@pytest.mark.parametrize(("where", "problem"), [
+    ("file", "is a regular file, which the link would replace"),
+    ("run", "is this run's own folder"),
+    ("inside", "is inside this run's folder"),
+    ("parent", "is a folder above this run's folder"),
+])
+def test_publish_refuses_a_target_it_would_destroy_before_the_run_trains(tmp_path, where, problem):
+    run_dir = tmp_path / "runs" / "one"
+    targets = {"file": tmp_path / "notes.txt", "run": run_dir, "inside": run_dir / "checkpoints" / "pub",
+               "parent": tmp_path / "runs"}
+    (tmp_path / "notes.txt").write_text("the user's own file")
+    cfg = compose_cfg(run_dir, "trainer.max_epochs=1", "logger=none", f"publish={targets[where]}")
+    with pytest.raises(SystemExit):
+        run_job(cfg, Job(run_dir))
+    record = read_results(run_dir)
+    assert record["error"].startswith(f"ConfigError: publish={targets[where]} {problem}")
+    assert "nothing was moved" in record["error"]
+    assert "global_step" not in record and not (run_dir / "checkpoints").exists()  # refused before training
+    assert (tmp_path / "notes.txt").read_text() == "the user's own file" and not (tmp_path / "runs").is_symlink()
+    assert not list(tmp_path.rglob("*.before-*"))
+
+
 def test_pretrain_preset_publishes_instead_of_writing_a_fixed_dir(tmp_path):
     cfg = compose_cfg(tmp_path, "experiment=pretrain_digits")
     assert cfg.publish.endswith("pretrained/digits_small_resnet")

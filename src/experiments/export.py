@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.transforms import v2
 
+from experiments.atomic import fsync_file, output_error
 from experiments.checkpoints import read_checkpoint
 from experiments.errors import ModelError
 
@@ -52,26 +55,36 @@ def export_model(cfg: DictConfig, parts: Any, ckpt: Path) -> dict[str, Any]:
             "rebuilt with experiments.export.load_exported_model)"
         )
     metadata = export_metadata(parts, ckpt, batches[0])
-    out = Path(cfg.paths.run_dir) / "export" / FILES[fmt]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "onnx":
-        run = export_onnx(model, batches[0], out, metadata, int(cfg.export.opset))
-    elif fmt == "torchscript":
-        run = _export_torchscript(model, batches[0], out, metadata)
-    else:
-        run = _export_safetensors(cfg.model, model, tuple(parts.datamodule.input_shape), out, metadata)
-    difference = parity(adapted, run, batches)  # against the model as trained, adapters and all
-    tolerance = float(cfg.export.tolerance)
-    checked = sum(len(b) for b in batches)
-    print(f"export {fmt}: {out}; largest logit difference to PyTorch {difference:.3g} over {checked} test "
-          f"inputs (tolerance {tolerance:g})", flush=True)
-    if not difference <= tolerance:
-        raise ModelError(
-            f"export.format={fmt}: the exported model's logits differ from PyTorch's by up to {difference:.3g} "
-            f"on {checked} test inputs, above export.tolerance={tolerance:g}; the file {out} is not to be used. "
-            "Try another export.opset, or raise export.tolerance if the difference is acceptable"
-        )
-    return {"path": str(out), "format": fmt, "max_logit_difference": difference, "tolerance": tolerance,
+    final = Path(cfg.paths.run_dir) / "export" / FILES[fmt]
+    staging = final.parent / f".partial-{os.getpid()}"  # files appear under their names only once checked
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        out = staging / FILES[fmt]
+        if fmt == "onnx":
+            run = export_onnx(model, batches[0], out, metadata, int(cfg.export.opset))
+        elif fmt == "torchscript":
+            run = _export_torchscript(model, batches[0], out, metadata)
+        else:
+            run = _export_safetensors(cfg.model, model, tuple(parts.datamodule.input_shape), out, metadata)
+        difference = parity(adapted, run, batches)  # against the model as trained, adapters and all
+        tolerance = float(cfg.export.tolerance)
+        checked = sum(len(b) for b in batches)
+        print(f"export {fmt}: {final}; largest logit difference to PyTorch {difference:.3g} over {checked} test "
+              f"inputs (tolerance {tolerance:g})", flush=True)
+        if not difference <= tolerance:
+            raise ModelError(
+                f"export.format={fmt}: the exported model's logits differ from PyTorch's by up to {difference:.3g} "
+                f"on {checked} test inputs, above export.tolerance={tolerance:g}, so no file was written to "
+                f"{final.parent}. Try another export.opset, or raise export.tolerance if the difference is acceptable"
+            )
+        for written in sorted(staging.iterdir()):  # the checked files, each renamed whole into place
+            fsync_file(written)
+            os.replace(written, final.parent / written.name)
+    except OSError as err:
+        raise output_error(err, final, "the export", "no partial export was left under that name") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"path": str(final), "format": fmt, "max_logit_difference": difference, "tolerance": tolerance,
             "checked_inputs": checked, **({"merged_adapters": merged} if merged else {})}
 
 

@@ -33,7 +33,7 @@ from experiments.pipeline.from_checkpoint import config_for_checkpoint, uses_che
 from experiments.pipeline.interrupt import interrupted_record, signals_interrupt
 from experiments.pipeline.launch import check_launch
 from experiments.pipeline.results import notify_record_written, write_results
-from experiments.pipeline.rundirs import last_checkpoint, publish, record_dir
+from experiments.pipeline.rundirs import check_publish_target, last_checkpoint, publish, record_dir
 
 log = logging.getLogger("experiments")
 
@@ -53,6 +53,8 @@ def run(cfg: DictConfig, job: Job) -> float | None:
             cfg, run_dir = _effective_config(cfg, job)
             validate(cfg)
             check_launch(cfg, job.multirun)
+            if cfg.mode == "train" and cfg.get("publish"):  # refused before training, not after
+                check_publish_target(Path(str(cfg.publish)), run_dir)
             outcome = TASKS[cfg.mode](cfg, job)
             if outcome is None:  # env, models: nothing to record
                 return None

@@ -118,6 +118,27 @@ class KeepFinishedRuns(Callback):
             sys.exit(1)
 
 
+def check_publish_target(target: Path, run_dir: Path) -> None:
+    """Refuse a ``publish=`` target that moving the link there would destroy or loop, before the
+    run trains: an existing regular file (it would be replaced), the run dir itself, a path inside
+    it, or a folder above it (the run would be moved aside with it)."""
+    where = Path(os.path.abspath(target.expanduser()))
+    link = where.parent.resolve() / where.name  # the link itself, not where an old link points
+    run = run_dir.resolve()
+    problem = None
+    if link.exists() and not link.is_symlink() and not link.is_dir():
+        problem = "is a regular file, which the link would replace"
+    elif link == run:
+        problem = "is this run's own folder"
+    elif run in link.parents:
+        problem = f"is inside this run's folder {run}"
+    elif link in run.parents:
+        problem = f"is a folder above this run's folder {run}, which moving it aside would move too"
+    if problem:
+        raise ConfigError(f"publish={target} {problem}; nothing was moved. Give publish= a path of its own outside "
+                          "the run folders, e.g. publish=outputs/pretrained/<name>")
+
+
 def publish(run_dir: Path, checkpoint: Path, target: Path) -> Path:
     """Point the fixed path ``target`` at ``run_dir`` (a relative symbolic link, swapped atomically),
     after checking that ``checkpoint`` (the run's ``last.ckpt``) holds finite weights.
@@ -127,6 +148,7 @@ def publish(run_dir: Path, checkpoint: Path, target: Path) -> Path:
     """
     from experiments.checkpoints import non_finite_tensors, read_checkpoint
 
+    check_publish_target(target, run_dir)
     if not checkpoint.is_file():
         raise TrainingError(f"publish={target}: the run left no {checkpoint} to publish; the link is unchanged")
     bad = non_finite_tensors(read_checkpoint(checkpoint)["state_dict"])
