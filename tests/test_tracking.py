@@ -85,3 +85,46 @@ def test_logger_mlflow_without_the_package_names_the_extra(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as on a machine without it
     with pytest.raises(ConfigError, match=r'logger=mlflow needs mlflow.*pip install -e "\.\[tracking\]"'):
         validate(compose_cfg(tmp_path, "logger=mlflow"))
+
+
+@pytest.mark.parametrize(("case", "fix"), [
+    ("corrupt", "the file is not an MLflow store"),
+    ("not_a_folder", "its folder is read-only or missing"),
+    ("scheme", "use sqlite:///PATH (a local file), file:PATH (a folder) or http(s)://HOST:PORT"),
+    ("no_server", "the server did not answer"),
+])
+def test_an_mlflow_store_that_cannot_be_opened_is_one_paragraph_before_training(tmp_path, case, fix):
+    from experiments.reporting.mlflow_logger import MLflowRunLogger
+
+    root = tmp_path / "outputs"
+    root.mkdir()
+    uri = {"corrupt": f"sqlite:///{root / 'mlflow.db'}", "not_a_folder": f"sqlite:///{root / 'notes.txt' / 'mlflow.db'}",
+           "scheme": "bogus://store", "no_server": "http://127.0.0.1:9"}[case]
+    (root / "mlflow.db").write_bytes(b"this is not a database " * 100)
+    (root / "notes.txt").write_text("a file where a folder is expected")
+    with pytest.raises(ConfigError, match=f"logger.mlflow.tracking_uri={uri}: the MLflow store cannot be opened") as err:
+        MLflowRunLogger(run_dir=root / "runs" / "one", output_root=root, tracking_uri=uri)
+    assert fix in str(err.value) and "Traceback" not in str(err.value)
+
+
+_PARALLEL_JOB = """
+import sys
+from experiments.reporting.mlflow_logger import MLflowRunLogger
+logger = MLflowRunLogger(run_dir=sys.argv[1], output_root=sys.argv[2])
+logger.log_metrics({"x": 1.0}, step=0)
+logger.finalize("success")
+print("ok", logger.run_id)
+"""
+
+
+def test_parallel_jobs_create_a_fresh_store_once(tmp_path):
+    """The local launcher starts jobs together: one creates the store's tables, the others wait."""
+    import subprocess
+
+    root = tmp_path / "outputs"
+    jobs = [subprocess.Popen([sys.executable, "-c", _PARALLEL_JOB, str(root / "multiruns" / "s" / str(i)), str(root)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    outputs = [job.communicate(timeout=180) for job in jobs]
+    assert all(job.returncode == 0 for job in jobs), [err[-1500:] for _, err in outputs]
+    client, runs = runs_of(root, "multiruns/s")
+    assert sorted(runs) == ["0", "1", "2"]
