@@ -108,7 +108,9 @@ class OneOf:
     values: tuple[Any, ...] = ()
 
     def ok(self, value: Any) -> bool:
-        return value in self.values
+        # strict on booleans: 0 == False and 1 == True in Python, but 0 is not the flag false
+        return any(value is v if isinstance(v, bool) or v is None else
+                   (not isinstance(value, bool) and value == v) for v in self.values)
 
     @property
     def allowed(self) -> str:

@@ -14,7 +14,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from experiments.config.domains import DOMAINS
 from experiments.errors import ConfigError
 from experiments.config.arguments import is_integer, is_number, unknown_argument
-from experiments.config.declared import problems_of
+from experiments.config.declared import problem, problems_of
+from experiments.config.library_keys import library_keys
 
 #: every ``mode=``; experiments.pipeline.tasks.TASKS holds one function for each (a test checks they agree)
 MODES = ("train", "test", "predict", "export", "advise", "env", "models")
@@ -37,6 +38,8 @@ PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true",
 
 
 _int, _num = is_integer, is_number
+#: words YAML 1.1 and people read as booleans but Hydra passes as strings: never a name
+_BOOL_WORDS = {"on", "off", "yes", "no", "y", "n", "true", "false", "t", "f", "0", "1"}
 
 
 # (key, predicate, what is allowed). A missing key is skipped: not every option has every key.
@@ -71,11 +74,19 @@ _RULES: list[_Rule] = [
     ("data.image_size", lambda v: v is None or v == "model" or (_int(v) and v >= 1) or (
         isinstance(v, ListConfig) and len(v) == 2 and all(_int(x) and x >= 1 for x in v)),
      "null, model, an integer >= 1 or [H, W]"),
+    ("trainer.devices", lambda v: v == "auto" or (_int(v) and (v >= 1 or v == -1)) or (
+        isinstance(v, ListConfig) and len(v) > 0 and all(_int(x) and x >= 0 for x in v)),
+     "auto, a count >= 1, -1 (every device) or a list of device indices such as [0, 1]"),
     ("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     ("scheduler.step_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("scheduler.T_max", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     # booleans are booleans: `module.compile=off` must not turn compilation on (bool("off") is True)
     *((key, lambda v: isinstance(v, bool), "true or false") for key in ("module.compile", "module.channels_last", "module.no_decay_1d")),
+    ("model.pretrained", lambda v: isinstance(v, bool) or (isinstance(v, str) and v.strip() != "" and v.lower() not in _BOOL_WORDS),
+     "true, false or a weights entry name (IMAGENET1K_V1)"),
+    *((key, lambda v: isinstance(v, bool), "true or false") for key in (
+        "model.offline", "logger.mlflow.log_best_checkpoint", "data.allow_unlabelled",
+        *(f"data.tfidf.{k}" for k in ("sublinear_tf", "lowercase", "binary", "use_idf", "smooth_idf")))),
     ("predict.inputs", lambda v: v is None or (isinstance(v, str) and v.strip() != ""), "null (the test split) or a path or glob"),
     ("predict.top_k", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("predict.grid", lambda v: _int(v) and v >= 0, "an integer >= 0 (images in the picture grid; 0: none)"),
@@ -148,8 +159,10 @@ def validate(cfg: DictConfig) -> None:
 
 
 #: the config sections whose option nodes (``_target_``) may declare their keys' rules, and the
-#: packages whose classes declare none (their sources are not read)
-DECLARING_SECTIONS = ("data", "model", "finetune", "adapt", "optimizer", "scheduler", "module")
+#: packages whose classes declare none (their sources are not read; the keys of the ones options
+#: use are in :mod:`experiments.config.library_keys`)
+DECLARING_SECTIONS = ("data", "model", "finetune", "adapt", "optimizer", "scheduler", "module", "trainer",
+                      "callbacks", "logger")
 UNDECLARED_PACKAGES = ("torch", "torchvision", "lightning", "timm", "transformers")
 
 
@@ -163,8 +176,12 @@ def declared_problems(cfg: DictConfig) -> list[str]:
         if not isinstance(node, DictConfig):
             return
         target = node.get("_target_") if "_target_" in node else None
-        if isinstance(target, str) and target.split(".")[0] not in UNDECLARED_PACKAGES:
+        if isinstance(target, str) and (rules := library_keys(target)) is not None:
+            found.extend(p for k, rule in rules.items() if k in node and (p := problem(f"{key}.{k}", rule, node[k])))
+        elif isinstance(target, str) and target.split(".")[0] not in UNDECLARED_PACKAGES:
             found.extend(problems_of(key, node))
+        if "_partial_" in node and not isinstance(node.get("_partial_"), bool):
+            found.append(f"{key}._partial_={node.get('_partial_')!r} is invalid: expected true or false")
         for child in node:
             if not str(child).startswith("_") and isinstance(node._get_node(child), DictConfig):
                 walk(node[child], f"{key}.{child}")

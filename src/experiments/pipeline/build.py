@@ -169,7 +169,27 @@ def assemble(cfg: DictConfig, strategy: FinetuneStrategy, datamodule: Classifica
     module.check_data(datamodule)  # classification or domain adaptation (adapt= selects module=)
     if cfg.mode == "train":
         check_objective(str(cfg.objective), module.epoch_metrics(), getattr(module, "unlogged_reason", None))
+        check_monitors(cfg, module.epoch_metrics())
     return Components(strategy, datamodule, model, module)
+
+
+def check_monitors(cfg: DictConfig, logged: set[str]) -> None:
+    """Every callback that watches a metric (early stopping, checkpoints) watches one this run logs,
+    in the direction in which it is better: a typo or ``mode=min`` on an accuracy would stop the run
+    early, or keep the wrong checkpoint, without a word."""
+    from experiments.config.metrics import objective_mode
+
+    for name, node in (cfg.get("callbacks") or {}).items():
+        monitor = node.get("monitor") if isinstance(node, DictConfig) else None
+        if monitor is None:
+            continue
+        if str(monitor) not in logged:
+            raise ConfigError(f"callbacks.{name}.monitor={monitor} is not a metric this run logs; choose one of "
+                              f"{sorted(logged)} (or drop the key: it follows objective=)")
+        mode = node.get("mode")
+        if mode is not None and str(mode) != objective_mode(str(monitor)):
+            raise ConfigError(f"callbacks.{name}.mode={mode} but {monitor} is better {'higher' if objective_mode(str(monitor)) == 'max' else 'lower'}: "
+                              f"use callbacks.{name}.mode={objective_mode(str(monitor))} (or drop the key: it follows the metric)")
 
 
 #: options whose keys become keyword arguments of their ``_target_``: an added key (``+data.foo=1``)
@@ -182,7 +202,8 @@ ARGUMENT_OPTIONS = {"data": (), "data.device_augment": (), "data.source": (), "d
 def check_all_arguments(cfg: DictConfig) -> None:
     """ConfigError for the first option of :data:`ARGUMENT_OPTIONS` that sets a keyword its
     ``_target_`` does not take (``+optimizer.momentum`` on AdamW), before anything is built."""
-    for key, also in ARGUMENT_OPTIONS.items():
+    keyed = [f"{section}.{name}" for section in ("callbacks", "logger") for name in (cfg.get(section) or {})]
+    for key, also in [*ARGUMENT_OPTIONS.items(), *((k, ()) for k in keyed)]:
         node = OmegaConf.select(cfg, key, default=None)
         if isinstance(node, DictConfig) and node.get("_target_") and (problem := unknown_argument(key, node, also)):
             raise ConfigError(problem)
@@ -205,6 +226,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] = (), **settings:
     """The configured Trainer with the configured callbacks and loggers, plus ``callbacks`` and
     ``settings`` (Trainer arguments) that a task adds."""
     configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    configured = [c for c in configured if not _switched_off(cfg, c)]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     background = bool(OmegaConf.select(cfg, "checkpoint.background", default=False))
     settings.setdefault("plugins", [BackgroundCheckpointIO() if background else AtomicCheckpointIO()])
@@ -212,6 +234,18 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] = (), **settings:
         configured.append(UnchangedTensors())
     settings.setdefault("logger", loggers or False)
     return instantiate(cfg.trainer, callbacks=[*configured, *callbacks], **settings)
+
+
+def _switched_off(cfg: DictConfig, callback: L.Callback) -> bool:
+    """A progress bar or model summary callback that ``trainer.enable_progress_bar=false`` or
+    ``trainer.enable_model_summary=false`` switches off (Lightning refuses the pair; the switch
+    is what the user meant)."""
+    from lightning.pytorch.callbacks import ModelSummary
+    from lightning.pytorch.callbacks.progress import ProgressBar
+
+    bar = isinstance(callback, ProgressBar) and OmegaConf.select(cfg, "trainer.enable_progress_bar", default=True) is False
+    summary = isinstance(callback, ModelSummary) and OmegaConf.select(cfg, "trainer.enable_model_summary", default=True) is False
+    return bar or summary
 
 
 def evaluate(trainer: L.Trainer, parts: Components, ckpt_path: str | None) -> dict[str, float]:
