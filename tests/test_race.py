@@ -51,11 +51,14 @@ def test_a_frozen_score_at_the_ceiling_leaves_nothing_to_race_for():
     assert result.backbone_steps == 0 and "no backbone candidate trains" in result.notes[0]
 
 
-def test_backbone_candidates_far_behind_a_frozen_one_stop_after_the_first_rung():
+def test_backbone_candidates_far_behind_a_frozen_prior_stop_after_the_first_rung():
     runner = Runner({"classifier_only": 0.90, "full": 0.50, "lora": 0.55})
     result = race([FROZEN, Candidate("full"), Candidate("lora")], runner, "val/acc", 1000, 50, 0.5, val_size=2000)
     assert {t.rung for t in result.trials} == {0, 1} and result.winner == "classifier_only"
     assert "the second rung is skipped" in result.notes[0]
+    # a backbone prior gets its second rung however far behind a frozen neighbour it starts
+    behind = race([Candidate("full"), FROZEN, Candidate("lora")], runner, "val/acc", 1000, 50, 0.5, val_size=2000)
+    assert 2 in {t.rung for t in behind.trials}
     # ... but one within the noise of the frozen score goes on
     close = Runner({"classifier_only": 0.60, "full": 0.58})
     assert 2 in {t.rung for t in race([FROZEN, Candidate("full")], close, "val/acc", 400, 4, 0.5, val_size=100).trials}
@@ -72,10 +75,16 @@ def test_a_close_finish_trains_the_top_two_again_with_a_second_seed_and_the_mean
     assert all(t.steps == first_runs[t.strategy].steps for t in seconds)  # as long as its first seed
     assert "within the noise" in result.notes[-1]
     assert result.backbone_steps <= result.budget_steps  # the budget kept room for the second seeds
-    # still within the noise over two seeds: the cheaper one wins, a frozen one over a backbone one
+    # still within the noise over two seeds: the prior stays, whether it is the cheaper or not ...
     tied = Runner({"classifier_only": 0.96, "full": 0.97}, second_seed={"classifier_only": 0.97, "full": 0.97})
     result = race([FROZEN, Candidate("full")], tied, "val/acc", 400, 4, 0.5, val_size=100)
-    assert result.winner == "classifier_only" and "the cheaper classifier_only wins" in result.notes[-1]
+    assert result.winner == "classifier_only" and "the prior stays, classifier_only" in result.notes[-1]
+    tied = Runner({"classifier_only": 0.97, "full": 0.96}, second_seed={"classifier_only": 0.97, "full": 0.97})
+    assert race([Candidate("full"), FROZEN], tied, "val/acc", 400, 4, 0.5, val_size=100).winner == "full"
+    # ... and without the prior among the two, the cheaper wins: a frozen one over a backbone one
+    tied = Runner({"partial": 0.2, "classifier_only": 0.96, "lora": 0.97}, second_seed={"classifier_only": 0.97, "lora": 0.97})
+    result = race([Candidate("partial"), FROZEN, Candidate("lora")], tied, "val/acc", 400, 4, 0.5, val_size=100)
+    assert result.winner == "classifier_only" and "the cheaper one wins, classifier_only" in result.notes[-1]
     # a clear lead on a large validation split runs no second seed
     clear = race([Candidate("full"), Candidate("lora")], Runner({"full": 0.80, "lora": 0.70}), "val/acc", 400, 4,
                  0.5, val_size=5000)

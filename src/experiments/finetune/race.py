@@ -13,14 +13,16 @@ cost, not by count:
    value (an accuracy of 1), no backbone candidate trains.
 3. **Backbone candidates** share ``fraction`` of the run's optimizer steps by successive halving:
    each trains ``s`` steps (scratch: ``steps_mult`` times more, counted so: its own budget, not the
-   run's), the better half trains again from the same start for twice as many. After the first
-   rung the backbone candidates stop when none is within the noise of a frozen incumbent: the
-   cheap strategy wins without paying for a second rung.
+   run's), the better half trains again from the same start for twice as many. When the prior is
+   the frozen incumbent, the backbone candidates stop after the first rung if none is within its
+   noise: the cheap prior stands without paying for a second rung (a backbone prior always gets
+   its second rung: a few steps are no verdict on a strategy that trains the backbone).
 4. **A close finish** (the top two within the noise of the validation split: the binomial standard
    error of the difference of two accuracies on ``val_size`` samples) trains both again with a
    second seed; the mean of the two seeds decides, and when the means are still within the noise
-   of a mean the cheaper candidate wins (a frozen one over a backbone one). The budget keeps room
-   for the second seeds.
+   of a mean the prior stays (it is one of the two), else the cheaper wins (a frozen candidate
+   over a backbone one): the race overrules the prior only on evidence. The budget keeps room for
+   the second seeds.
 
 Ties keep the earlier candidate (the prior first). Each trial is trained by the function the
 resolver hands in (:func:`experiments.pipeline.auto.trial_score`: built like the run itself,
@@ -188,6 +190,7 @@ def race(candidates: Sequence[Candidate], run_trial: TrialRunner, objective: str
     result = RaceResult(objective, candidates[0].name, budget_steps=int(fraction * run_steps))
     state = _Race(run_trial, objective, result)
     by_cost = {c.name: c for c in candidates}
+    prior = candidates[0].name
     frozen = [c for c in candidates if c.frozen]
     backbone = [c for c in candidates if not c.frozen]
     run_epochs = -(-run_steps // batches_per_epoch)
@@ -212,7 +215,7 @@ def race(candidates: Sequence[Candidate], run_trial: TrialRunner, objective: str
                 state.trial(by_name[name], rung, epochs, batches)
                 made[name] = epochs * batches
             ranked = state.ranked(alive)
-            if rung == 1 and incumbent and state.ahead(ranked[0], incumbent) < -noise(
+            if rung == 1 and incumbent == prior and state.ahead(ranked[0], incumbent) < -noise(
                     state.score(ranked[0]), state.score(incumbent), val_size, objective):
                 result.notes.append(f"after rung 1 no backbone candidate is within the noise of {incumbent} "
                                     f"(best: {ranked[0]} {state.score(ranked[0]):.4f}): the second rung is skipped")
@@ -233,9 +236,11 @@ def race(candidates: Sequence[Candidate], run_trial: TrialRunner, objective: str
             finalists = state.ranked(finalists)
             first, second = finalists[:2]
             within = noise(state.score(first), state.score(second), val_size, objective) / math.sqrt(2)
-            if state.ahead(first, second) <= within and _cost(by_cost[second]) < _cost(by_cost[first]):
+            keep = prior if prior in (first, second) else min((first, second), key=lambda n: _cost(by_cost[n]))
+            if state.ahead(first, second) <= within and keep == second:
+                why = "the prior stays" if keep == prior else "the cheaper one wins"
                 result.notes.append(f"over two seeds {first} leads {second} by {state.ahead(first, second):.4f}, "
-                                    f"within the noise of the mean ({within:.4f}): the cheaper {second} wins")
+                                    f"within the noise of the mean ({within:.4f}): {why}, {second}")
                 finalists = [second, first, *finalists[2:]]
     result.winner = finalists[0] if finalists else candidates[0].name
     result.seconds = time.perf_counter() - start
