@@ -204,6 +204,30 @@ def test_a_resume_of_another_architecture_adds_nothing_to_the_finished_run(tmp_p
     assert "does not fit model small_resnet" in read_results(tmp_path)["error"]
 
 
+def test_a_resume_with_another_learning_rate_is_refused_not_ignored(tmp_path):
+    """A resume restores the optimizer's state (its learning rates) from the checkpoint: a changed
+    optimizer.lr would be silently ignored, so it is refused, with both values and the two ways on."""
+    from omegaconf import OmegaConf
+
+    run = tmp_path / "run"
+    cfg = compose_cfg(run, "trainer.max_epochs=2", "+trainer.limit_train_batches=2", "logger=none")
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")  # as run.py leaves it
+    run_job(cfg)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    before = ckpt.read_bytes()
+    resumed = compose_cfg(tmp_path / "again", f"ckpt_path={ckpt}", "optimizer.lr=0.01")
+    with pytest.raises(SystemExit):
+        run_job(resumed, ("optimizer.lr=0.01",))
+    error = read_results(tmp_path / "again")["error"] if (tmp_path / "again" / "results.json").is_file() else \
+        read_results(run)["error"]
+    assert "optimizer.lr=0.01 differs from the run that wrote" in error and "(optimizer.lr=0.003)" in error
+    assert f"model.weights={ckpt}" in error and ckpt.read_bytes() == before
+    # the same value is no change: the resume goes on
+    assert run_job(compose_cfg(tmp_path / "same", f"ckpt_path={ckpt}", "optimizer.lr=0.003"),
+                   ("optimizer.lr=0.003",))["status"] == "ok"
+
+
 def test_an_unwritable_output_dir_is_one_message_naming_it(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

@@ -73,6 +73,8 @@ def config_for_checkpoint(cfg: DictConfig, overrides: list[str]) -> tuple[DictCo
             f"To adapt from its weights start a new run: drop ckpt_path= and give model.weights={ckpt} "
             "(with data=da_pair or data=da_folders)"
         )
+    if cfg.mode == "train":
+        _refuse_restored_changes(cfg, effective, keys, ckpt)
     for key in dict.fromkeys([*_FROM_COMMAND, *keys]):
         if key.startswith("hydra.") or key == "hydra":
             continue
@@ -92,6 +94,28 @@ def config_for_checkpoint(cfg: DictConfig, overrides: list[str]) -> tuple[DictCo
         log.info("config of %s: %s, with this command's overrides", ckpt, saved_path)
     OmegaConf.set_struct(effective, True)
     return effective, saved_path
+
+
+#: what a resume restores from the checkpoint itself, so a new value on the command line would be ignored
+_RESTORED = ("optimizer", "scheduler")
+
+
+def _refuse_restored_changes(cfg: DictConfig, saved: DictConfig, keys: list[str], ckpt: Path) -> None:
+    """A resume continues the checkpoint's optimizer state and schedule (its learning rates
+    included): refuse an override of them that differs from the run's, instead of ignoring it."""
+    for key in keys:
+        if key.split(".")[0] not in _RESTORED:
+            continue
+        new, old = OmegaConf.select(cfg, key, default=None), OmegaConf.select(saved, key, default=None)
+        if OmegaConf.is_config(new) or OmegaConf.is_config(old):  # a whole group: compare what it makes
+            new = OmegaConf.to_container(new, resolve=True) if OmegaConf.is_config(new) else new
+            old = OmegaConf.to_container(old, resolve=True) if OmegaConf.is_config(old) else old
+        if new != old:
+            raise ConfigError(
+                f"{key}={new} differs from the run that wrote {ckpt} ({key}={old}): a resume restores the optimizer and "
+                f"its schedule from the checkpoint, learning rates included, so the new value would be ignored. Resume "
+                f"without it, or start a new run from these weights: drop ckpt_path= and give model.weights={ckpt}"
+            )
 
 
 def _delete(cfg: DictConfig, key: str) -> None:
