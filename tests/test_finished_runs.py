@@ -83,8 +83,37 @@ def test_a_sweep_into_a_finished_sweep_is_refused_and_overwrite_lets_it(tmp_path
         assert exited.value.code == 1
     assert "0_job holds a finished run" in capsys.readouterr().err
     config.overwrite = True
-    KeepFinishedRuns().on_multirun_start(config=config)
-    KeepFinishedRuns().on_run_start(config=config)
+    KeepFinishedRuns().on_multirun_start(config=config)  # the finished job is moved aside ...
+    assert not (tmp_path / "0_job").exists() and len(list(tmp_path.glob("0_job.replaced-*"))) == 1
+    KeepFinishedRuns().on_run_start(config=config)  # ... so nothing is left to refuse
+
+
+@pytest.mark.slow
+def test_overwrite_replaces_a_finished_run_only_once_the_new_one_finished(tmp_path, monkeypatch):
+    """overwrite=true moves the old run aside before anything is written: the new run starts in an
+    empty folder (never mixed with the old files), a failure leaves the old run whole, and the old
+    run is deleted only when the new one finished ok."""
+    import os
+
+    run = tmp_path / "run"
+    assert run_cli(f"hydra.run.dir={run}", "trainer.max_epochs=1", "logger=none").returncode == 0
+    old = _files(run)
+    monkeypatch.delenv("EXPERIMENTS_REPLACED_RUNS", raising=False)
+    failed = run_cli(f"hydra.run.dir={run}", "overwrite=true", "model=small_resnet", "data.batch_size=0")
+    assert failed.returncode == 1 and "was moved to" in failed.stderr
+    kept = list(tmp_path.glob("run.replaced-*"))
+    assert len(kept) == 1 and _files(kept[0]) == old  # the old run whole, where the message says
+    assert read_results(run)["status"] == "failed" and not (run / "checkpoints").exists()  # nothing mixed
+    # a replacement that finishes: the old run is gone, nothing of it is left in the folder
+    again = tmp_path / "again"
+    assert run_cli(f"hydra.run.dir={again}", "trainer.max_epochs=1", "logger=none").returncode == 0
+    old_last = (again / "checkpoints" / "last.ckpt").read_bytes()
+    ok = run_cli(f"hydra.run.dir={again}", "overwrite=true", "model=small_resnet", "trainer.max_epochs=1",
+                 "+trainer.limit_train_batches=2", "logger=none")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert read_results(again)["model"] == "small_resnet" and not list(tmp_path.glob("again.replaced-*"))
+    assert (again / "checkpoints" / "last.ckpt").read_bytes() != old_last
+    assert sorted(p.name for p in (again / "checkpoints").iterdir()) == ["epoch000.ckpt", "last.ckpt"]
 
 
 def _checkpoint(path: Path, value: float) -> Path:

@@ -33,7 +33,7 @@ from experiments.pipeline.from_checkpoint import config_for_checkpoint, uses_che
 from experiments.pipeline.interrupt import interrupted_record, signals_interrupt
 from experiments.pipeline.launch import check_launch
 from experiments.pipeline.results import notify_record_written, write_results
-from experiments.pipeline.rundirs import check_publish_target, last_checkpoint, publish, record_dir
+from experiments.pipeline.rundirs import check_publish_target, last_checkpoint, publish, record_dir, settle_replaced
 
 log = logging.getLogger("experiments")
 
@@ -73,6 +73,7 @@ def run(cfg: DictConfig, job: Job) -> float | None:
         if is_global_zero():  # a DDP run's other processes run this too: one record, one log line
             written = write_results(record_dir(run_dir, job.run_dir, failed=failure is not None), record)
             notify_record_written(record, written)  # a tracker's run (MLflow) gets it and the outcome
+            settle_replaced(job.run_dir, ok=record["status"] == "ok")  # overwrite=true's old run
     return _exit(cfg, job, record, received, failure)
 
 

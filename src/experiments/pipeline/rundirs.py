@@ -20,8 +20,10 @@ light parts of the framework load here.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -113,9 +115,45 @@ class KeepFinishedRuns(Callback):
                 raise ConfigError(problem)
             for run_dir in dirs:
                 refuse_finished(run_dir, overwrite, key)
+                if overwrite and is_finished(run_dir):
+                    set_aside(run_dir)
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(1)
+
+
+#: the environment variable that tells a job which finished run its folder replaced (JSON:
+#: run dir -> where the old run waits), set before Hydra writes the new run's files
+REPLACED_RUNS = "EXPERIMENTS_REPLACED_RUNS"
+
+
+def set_aside(run_dir: Path) -> Path:
+    """``overwrite=true``: move the finished run out of the way before anything is written, so the
+    new run starts in an empty folder (never mixed with the old files) and a command that fails
+    leaves the old run whole. :func:`settle_replaced` deletes it once the new run finished ok."""
+    aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y-%m-%d_%H-%M-%S')}-{os.getpid()}")
+    os.rename(run_dir, aside)
+    replaced = json.loads(os.environ.get(REPLACED_RUNS, "{}"))
+    replaced[str(run_dir.resolve())] = str(aside)
+    os.environ[REPLACED_RUNS] = json.dumps(replaced)
+    print(f"overwrite=true: the finished run in {run_dir} was moved to {aside}; it is deleted once this run "
+          "finishes ok", file=sys.stderr)
+    return aside
+
+
+def settle_replaced(run_dir: Path, ok: bool) -> None:
+    """After a job in a folder that ``overwrite=true`` emptied: delete the old run when the new one
+    finished ok; otherwise keep it and say where (``mv`` it back to undo)."""
+    replaced = json.loads(os.environ.get(REPLACED_RUNS, "{}"))
+    aside = replaced.get(str(Path(run_dir).resolve()))
+    if not aside or not Path(aside).exists():
+        return
+    if ok:
+        shutil.rmtree(aside, ignore_errors=True)
+        log.info("overwrite=true: the replaced run %s was deleted (this run finished ok)", aside)
+    else:
+        log.error("overwrite=true: this run did not finish; the run it was to replace is kept in %s "
+                  "(mv it back to %s to undo)", aside, run_dir)
 
 
 def check_publish_target(target: Path, run_dir: Path) -> None:
