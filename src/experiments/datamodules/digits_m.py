@@ -13,6 +13,8 @@ Everything is drawn from constant seeds: the data set is the same in every run, 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -105,6 +107,7 @@ def build_split(
     return DigitsMDataset(images, labels[which], origin)
 
 
+@functools.lru_cache(maxsize=1)  # deterministic: a race's trials and a sweep's in-process jobs build it once
 def build_digits_m(
     patches_per_digit: int = 32, eval_patches_per_digit: int = 5, val_fraction: float = 0.15, test_fraction: float = 0.15
 ) -> dict[str, DigitsMDataset]:
