@@ -230,3 +230,47 @@ def test_predictions_are_written_whole_or_not_at_all(tmp_path, trained, monkeypa
     assert "Traceback" not in record["error"]
     assert (out / "predictions.csv").read_text() == "an earlier run's rows\n"
     assert not list(out.glob(".predictions.csv*"))
+
+
+def test_an_opset_outside_the_exporters_range_is_refused_before_any_work(tmp_path, trained):
+    from experiments.pipeline.results import read_results
+
+    with pytest.raises(SystemExit):
+        export_run(tmp_path, trained, "export.opset=99")
+    error = read_results(tmp_path)["error"]
+    assert error.startswith("ModelError: export.opset=99 is outside what torch") and "choose one in that range" in error
+    assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.slow
+def test_a_domain_adaptation_checkpoint_exports_the_network_it_evaluated(tmp_path):
+    pytest.importorskip("onnx")
+    from omegaconf import OmegaConf
+
+    run = tmp_path / "da"
+    cfg = compose_cfg(run, "data=da_pair", "adapt=mean_teacher", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+                      "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1", "callbacks.test_figures=null",
+                      "logger=none")
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    run_job(cfg)
+    record = export_run(tmp_path / "export", run / "checkpoints" / "last.ckpt")
+    assert record["status"] == "ok" and record["export"]["max_logit_difference"] <= 1e-3  # the teacher, on the target
+
+
+def test_a_sparse_model_is_refused_by_onnx_with_the_format_that_works(tmp_path):
+    from experiments.pipeline.results import read_results
+
+    from sklearn.datasets import dump_svmlight_file
+
+    from experiments.datamodules.sparse import synthetic_sparse_classification
+
+    matrix, labels = synthetic_sparse_classification(200, 500, density=0.02, n_classes=3, seed=0)
+    dump_svmlight_file(matrix, labels, str(tmp_path / "rows.svm"))
+    data = ["data=sparse", f"data.path={tmp_path / 'rows.svm'}", "model=sparse_mlp"]
+    run = tmp_path / "sparse"
+    run_job(compose_cfg(run, *data, "trainer.max_epochs=1", "logger=none", "callbacks.test_figures=null"))
+    with pytest.raises(SystemExit):
+        run_job(compose_cfg(tmp_path / "export", *data, "mode=export", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"))
+    error = read_results(tmp_path / "export")["error"]
+    assert "takes sparse inputs" in error and "export.format=safetensors" in error and "Traceback" not in error

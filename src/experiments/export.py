@@ -43,14 +43,22 @@ def export_model(cfg: DictConfig, parts: Any, ckpt: Path) -> dict[str, Any]:
     """Write ``cfg.export.format``'s files for ``parts.model`` with ``ckpt``'s weights, check them on
     test batches, and return the record's ``export`` part (path, format, parity numbers)."""
     fmt = str(cfg.export.format)
-    model = parts.model
+    if fmt == "onnx":
+        check_opset(int(cfg.export.opset))
     parts.module.load_state_dict(read_checkpoint(ckpt)["state_dict"])
-    model = model.eval().cpu()
+    # the network the run evaluated: a domain-adaptation run's classifier (mean teacher: the teacher)
+    model = (parts.module.evaluated_model() if hasattr(parts.module, "evaluated_model") else parts.model).eval().cpu()
     batches = test_batches(parts.datamodule, int(cfg.export.check_batches))
     adapted, merged = _merged(model)  # adapters (finetune=lora) folded in: the file is a plain model
+    if fmt != "safetensors" and batches[0].layout != torch.strided:
+        raise ModelError(
+            f"export.format={fmt}: {parts.model.info.name} takes sparse inputs ({batches[0].layout}), which ONNX "
+            "and TorchScript tracing do not carry. Use export.format=safetensors (weights and config, rebuilt "
+            "with experiments.export.load_exported_model)"
+        )
     if fmt != "safetensors" and not torch.is_floating_point(batches[0]):
         raise ModelError(
-            f"export.format={fmt}: {model.info.name} takes token ids (a text model); its encoder does not "
+            f"export.format={fmt}: {parts.model.info.name} takes token ids (a text model); its encoder does not "
             "export to ONNX or TorchScript here. Use export.format=safetensors (weights and config, "
             "rebuilt with experiments.export.load_exported_model)"
         )
@@ -101,11 +109,27 @@ def _merged(model: nn.Module) -> tuple[nn.Module, int]:
     return adapted, merge_adapters_of(model)
 
 
+def check_opset(opset: int) -> None:
+    """ModelError before any work when ``export.opset`` is outside what the exporter writes."""
+    from torch.onnx._constants import ONNX_MIN_OPSET, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+
+    if not ONNX_MIN_OPSET <= opset <= ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET:
+        raise ModelError(
+            f"export.opset={opset} is outside what torch {torch.__version__}'s ONNX exporter writes "
+            f"({ONNX_MIN_OPSET}..{ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET}): choose one in that range (17 is read by every "
+            "current runtime)"
+        )
+
+
 def test_batches(datamodule: Any, count: int) -> list[torch.Tensor]:
-    """The inputs of the first ``count`` test batches, on the CPU."""
+    """The inputs of the first ``count`` test batches, on the CPU: of the target domain for a
+    domain pair (what its run was evaluated on)."""
+    from experiments.config.domains import is_domain_pair
+
+    loader = datamodule.predict_dataloader() if is_domain_pair(datamodule) else datamodule.test_dataloader()
     found = []
-    for batch in datamodule.test_dataloader():
-        found.append(batch[0].cpu())
+    for batch in loader:
+        found.append((batch[0] if isinstance(batch, (list, tuple)) else batch).cpu())
         if len(found) == count:
             break
     return found
@@ -113,10 +137,13 @@ def test_batches(datamodule: Any, count: int) -> list[torch.Tensor]:
 
 def export_metadata(parts: Any, ckpt: Path, example: torch.Tensor) -> dict[str, str]:
     """What a user of the file needs, as strings: how to prepare an input and read the output."""
-    mean, std = _normalisation(parts.datamodule.build_transform(train=False))
+    from experiments.config.domains import is_domain_pair
+
+    data = parts.datamodule.target if is_domain_pair(parts.datamodule) else parts.datamodule  # what it evaluated on
+    mean, std = _normalisation(data.build_transform(train=False))
     return {
         "model_name": parts.model.info.name,
-        "class_names": json.dumps(parts.datamodule.class_names()),
+        "class_names": json.dumps(data.class_names()),
         "input_size": json.dumps(list(example.shape[1:])),
         "channels": str(example.shape[1]) if example.dim() == 4 else "",
         "mean": json.dumps(mean),
