@@ -255,25 +255,34 @@ def test_auto_races_by_cost_on_labelled_data_and_never_reads_the_test_split(tmp_
         raise AssertionError("finetune=auto's race read the test split")
 
     monkeypatch.setattr(ClassificationDataModule, "test_dataloader", no_test_split)
-    record = run_job(compose_cfg(tmp_path, *TINY, *TARGET, f"model.weights={source_weights}", "mode=advise",
-                                 "trainer.max_epochs=30"))  # 60 steps: a 30-step budget for the backbones
+    common = [*TINY, *TARGET, f"model.weights={source_weights}", "mode=advise", "finetune=auto",
+              "trainer.max_epochs=30"]  # 60 steps
+    record = run_job(compose_cfg(tmp_path / "full", *common, "finetune.similar_small=full",
+                                 "finetune.neighbours.full=[classifier_only,partial]"))
     auto = record["finetune_detail"]["auto"]
     race = auto["race"]
     frozen = [t for t in race["trials"] if t["rung"] == 0 and t["seed"] == 0]
     backbone = [t for t in race["trials"] if t["rung"] > 0]
-    assert auto["prior"] == "classifier_only" and [t["strategy"] for t in frozen] == ["classifier_only"]
+    assert auto["prior"] == "full" and [t["strategy"] for t in frozen] == ["classifier_only"]
     # the frozen candidate trains the run's whole schedule first, and none of it is backbone training
     assert race["trials"][0]["strategy"] == "classifier_only"
     assert frozen[0]["steps"] == 60 and frozen[0]["backbone_steps"] == 0
-    # the backbone candidates share the budget; a frozen candidate costs none of it
-    assert {t["strategy"] for t in backbone} <= {"lp_ft", "partial"} and backbone
+    # the backbone candidates share the budget (half the prior's 60 steps); the frozen one costs none of it
+    assert {t["strategy"] for t in backbone} == {"full", "partial"} and 2 in {t["rung"] for t in backbone}
     assert race["backbone_steps"] == sum(t["steps"] for t in backbone) <= race["budget_steps"] == 30
     assert race["frozen_seconds"] + race["backbone_seconds"] == pytest.approx(race["seconds"], abs=0.05)
     finals = {t["strategy"]: t["score"] for t in race["trials"] if t["rung"] in (0, 2) and t["seed"] == 0}
     assert race["winner"] == auto["strategy"] == record["finetune"] and race["winner"] in finals
     assert "metrics" not in record and all(0 <= t["score"] <= 1 for t in race["trials"])
     assert auto["reason"].startswith("the race")
-    assert "finetune=auto prior: classifier_only" in caplog.text and "race winner" in caplog.text
+    assert "finetune=auto prior: full" in caplog.text and "race winner" in caplog.text
+
+    # a frozen prior (the similar/small cell) costs one feature extraction of these 60 images: its
+    # challengers' budget is a fraction of that, too little for a trial, so only the prior trains
+    cheap = run_job(compose_cfg(tmp_path / "cheap", *common))["finetune_detail"]["auto"]
+    assert cheap["prior"] == "classifier_only" and cheap["race"]["backbone_steps"] == 0
+    assert [t["strategy"] for t in cheap["race"]["trials"]] == ["classifier_only"]
+    assert "did not race" in cheap["race"]["notes"][-1] and cheap["race"]["budget_steps"] < 2
 
 
 def test_auto_keys_of_the_chosen_strategy_come_from_its_yaml(tmp_path):
@@ -334,14 +343,14 @@ def test_a_strategy_added_through_the_searchpath_is_a_candidate_of_auto(tmp_path
     common = [*TINY, *TARGET, f"model.weights={source_weights}", "mode=advise", "finetune=auto",
               f"hydra.searchpath=[{searchpath[0]}]"]
 
-    raced = compose_cfg(tmp_path / "raced", *common, "trainer.max_epochs=6",
-                        "finetune.neighbours.classifier_only=[head_then_partial,bitfit]")
+    raced = compose_cfg(tmp_path / "raced", *common, "trainer.max_epochs=30", "finetune.similar_small=full",
+                        "finetune.neighbours.full=[head_then_partial,bitfit]")
     validate(raced)  # a neighbour of the user's own passes the early check
     race = advise(raced, Job(tmp_path / "raced", searchpath=searchpath)).record["finetune_detail"]["auto"]["race"]
     # the user's strategy and a parameter-level one race beside the prior
-    assert [t["strategy"] for t in race["trials"] if t["rung"] <= 1 and t["seed"] == 0] == \
-        ["classifier_only", "head_then_partial", "bitfit"]
-    assert {"head_epochs": 1, "n_blocks": 1}.items() <= race["trials"][1]["keys"].items()
+    first = [t for t in race["trials"] if t["rung"] == 1]
+    assert [t["strategy"] for t in first] == ["full", "head_then_partial", "bitfit"]
+    assert {"head_epochs": 1, "n_blocks": 1}.items() <= first[1]["keys"].items()
 
     chosen = compose_cfg(tmp_path / "chosen", *common, "finetune.similar_small=head_then_partial", "finetune.confirm=false")
     outcome = advise(chosen, Job(tmp_path / "chosen", searchpath=searchpath))

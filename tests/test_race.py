@@ -44,6 +44,19 @@ def test_frozen_candidates_train_the_whole_schedule_first_and_cost_none_of_the_b
     assert result.winner == "full"
 
 
+def test_a_frozen_priors_challengers_get_a_fraction_of_what_it_costs():
+    runner = Runner({"classifier_only": 0.7, "full": 0.9, "lora": 0.8})
+    # a few hundred images: the frozen prior's run is a feature extraction of ~7 batches
+    small = race([Candidate("classifier_only", True, run_cost=7 / 3), Candidate("full"), Candidate("lora")], runner,
+                 "val/acc", 400, 4, 0.5, val_size=100)
+    assert [t.strategy for t in small.trials] == ["classifier_only"] and small.winner == "classifier_only"
+    assert small.budget_steps == 1 and "did not race" in small.notes[-1]
+    # ten thousand images: the extraction costs as much as ~110 training steps, and buys its challengers trials
+    large = race([Candidate("classifier_only", True, run_cost=330 / 3), Candidate("full"), Candidate("lora")], runner,
+                 "val/acc", 1000, 312, 0.5, val_size=2000)
+    assert large.winner == "full" and large.backbone_steps <= large.budget_steps == 55
+
+
 def test_a_frozen_score_at_the_ceiling_leaves_nothing_to_race_for():
     runner = Runner({"classifier_only": 0.995, "full": 1.0})
     result = race([FROZEN, Candidate("full")], runner, "val/acc", 400, 4, 0.5, val_size=100)

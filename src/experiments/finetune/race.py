@@ -11,7 +11,10 @@ cost, not by count:
    the one the run would get. The best is the *incumbent*.
 2. **Nothing left to win**: when the incumbent is within a point of the objective's best possible
    value (an accuracy of 1), no backbone candidate trains.
-3. **Backbone candidates** share ``fraction`` of the run's optimizer steps by successive halving:
+3. **Backbone candidates** share ``fraction`` of what the prior's run costs, in optimizer steps
+   (a backbone prior: its steps; a frozen prior: its feature extraction, a forward pass over the
+   data, so challengers of a cheap prior get a cheap budget, none at all on small data), by
+   successive halving:
    each trains ``s`` steps (scratch: ``steps_mult`` times more, counted so: its own budget, not the
    run's), the better half trains again from the same start for twice as many. When the prior is
    the frozen incumbent, the backbone candidates stop after the first rung if none is within its
@@ -46,6 +49,11 @@ log = logging.getLogger(__name__)
 
 #: a rung's epochs (at most): schedules in epochs (lp_ft's probe, gradual's thawing) keep their shape
 RUNG_EPOCHS = 4
+#: a forward pass over a batch against a training step on it (forward, backward, update): about a
+#: third, the usual accounting of a step's FLOPs; what a frozen candidate's feature extraction costs
+FORWARD_SHARE = 1 / 3
+#: the shortest backbone trial worth running (two epochs of a batch: lp_ft's probe, then the rest)
+MIN_TRIAL_STEPS = 2
 #: a score this close to the objective's best possible value leaves nothing to race for (the
 #: strategy table's own tolerance: within 1 point of the best)
 NOTHING_TO_WIN = 0.01
@@ -59,6 +67,14 @@ class Candidate:
     name: str
     frozen: bool = False
     steps_mult: float = 1.0
+    #: a frozen candidate's whole run in backbone-step equivalents (its feature extraction: one
+    #: forward pass over the training and validation batches, about a third of a training step
+    #: each); None: ``steps_mult`` times the run's steps
+    run_cost: float | None = None
+
+    def cost(self, run_steps: int) -> float:
+        """What this candidate's run costs, in backbone optimizer steps."""
+        return self.run_cost if self.run_cost is not None else run_steps * self.steps_mult
 
 
 @dataclass
@@ -187,7 +203,10 @@ def race(candidates: Sequence[Candidate], run_trial: TrialRunner, objective: str
     run's optimizer steps (``batches_per_epoch`` of them an epoch); ``val_size`` the validation
     samples a score is measured on. Returns every trial and the winner."""
     start = time.perf_counter()
-    result = RaceResult(objective, candidates[0].name, budget_steps=int(fraction * run_steps))
+    # the budget follows what the prior's own run costs: a frozen prior's challengers get a fraction
+    # of its feature extraction, a backbone prior's a fraction of its training
+    budget = fraction * candidates[0].cost(run_steps)
+    result = RaceResult(objective, candidates[0].name, budget_steps=int(budget))
     state = _Race(run_trial, objective, result)
     by_cost = {c.name: c for c in candidates}
     prior = candidates[0].name
@@ -203,9 +222,14 @@ def race(candidates: Sequence[Candidate], run_trial: TrialRunner, objective: str
         result.notes.append(f"{incumbent} scored {state.score(incumbent):.4f}, within {NOTHING_TO_WIN} of the best "
                             f"possible {bound:g}: no backbone candidate trains")
         backbone = []
+    if backbone and rung_steps(int(budget), [c.steps_mult for c in backbone], 1.0) < MIN_TRIAL_STEPS:
+        result.notes.append(f"the prior {prior}'s run costs about {candidates[0].cost(run_steps):.0f} backbone steps: its "
+                            f"challengers' budget ({budget:.0f} steps) buys no trial of {MIN_TRIAL_STEPS} steps, so "
+                            f"{', '.join(c.name for c in backbone)} did not race")
+        backbone = []
     if backbone:
         by_name = {c.name: c for c in backbone}
-        s = rung_steps(run_steps, [c.steps_mult for c in backbone], fraction)
+        s = rung_steps(int(budget), [c.steps_mult for c in backbone], 1.0)
         made: dict[str, int] = {}
         alive = [c.name for c in backbone]
         for rung in (1, 2):

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from experiments.finetune.auto import Auto
 from experiments.finetune.choice import AutoChoice, strategy_config
 from experiments.finetune.decide import decide, keys_for, unsuitable_warning
-from experiments.finetune.race import Candidate, race
+from experiments.finetune.race import FORWARD_SHARE, Candidate, race
 from experiments.finetune.strategies import FinetuneStrategy
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,8 @@ def candidate(name: str, keys: dict[str, Any], cfg: DictConfig, datamodule, n_bl
     max_epochs = int(cfg.trainer.max_epochs)
     plan = plan_feature_cache(strategy, datamodule, max_epochs, n_blocks)
     frozen = plan.used and plan.epochs >= max_epochs
-    return Candidate(name, frozen, float(getattr(strategy, "steps_mult", 1.0)))
+    extraction = (len(datamodule.train_dataloader()) + len(datamodule.val_dataloader())) * FORWARD_SHARE
+    return Candidate(name, frozen, float(getattr(strategy, "steps_mult", 1.0)), extraction if frozen else None)
 
 
 def race_reason(result, prior: str, candidates: int) -> str:
