@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.atomic import atomic_output
+
 
 def plot_objective(path: Path, rows: Sequence[Any], best: Any, labels: Sequence[str], objective: str, mode: str,
                    groups: Sequence[Any] = ()) -> None:
@@ -39,7 +41,8 @@ def plot_objective(path: Path, rows: Sequence[Any], best: Any, labels: Sequence[
     ax.set_xlabel(f"{objective} ({'higher' if mode == 'max' else 'lower'} is better)")
     ax.set_title(f"{objective} per job: {sum(v is not None for v in values)} of {len(rows)} ok")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_output(path, "the sweep plot") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
 
 
 def _plot_seed_groups(path: Path, groups: Sequence[Any], objective: str, mode: str) -> None:
@@ -62,4 +65,5 @@ def _plot_seed_groups(path: Path, groups: Sequence[Any], objective: str, mode: s
     ax.grid(axis="x", alpha=0.3)
     ax.set_xlabel(f"{objective} over seeds ({'higher' if mode == 'max' else 'lower'} is better)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_output(path, "the sweep plot") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")

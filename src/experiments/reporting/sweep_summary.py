@@ -18,6 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.atomic import atomic_output
 from experiments.config.metrics import objective_mode
 from experiments.pipeline.results import RESULTS_FILE, read_results
 from experiments.reporting.sweep_plots import plot_objective
@@ -159,7 +160,7 @@ def write_summary(sweep_dir: Path, objective: str, mode: str) -> tuple[list[JobR
 
 
 def _write_seeds_csv(path: Path, groups: list[SeedGroup], metrics: list[str]) -> None:
-    with path.open("w", newline="") as handle:
+    with atomic_output(path, "the sweep summary") as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         keys = list(groups[0].setting)
         writer.writerow([*keys, "n", *(f"{m} {stat}" for m in metrics for stat in ("mean", "std")), "wall_time_s mean"])
@@ -170,7 +171,7 @@ def _write_seeds_csv(path: Path, groups: list[SeedGroup], metrics: list[str]) ->
 
 
 def _write_csv(path: Path, rows: list[JobRow], best: JobRow | None, varying: list[str], metrics: list[str]) -> None:
-    with path.open("w", newline="") as handle:
+    with atomic_output(path, "the sweep summary") as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["job", "status", "best", *varying, *metrics, "epochs", "wall_time_s", "overrides", "error", "run_dir"])
         for row in rows:
@@ -222,7 +223,8 @@ def _write_markdown(
         lines += ["", "## Failed jobs", ""]
         lines += [f"- job {r.num} ({_label(r, varying)}): {r.error or 'no error recorded'}" for r in failed]
     lines += ["", f"![{objective} per job]({SUMMARY_PNG})", ""]
-    path.write_text("\n".join(lines))
+    with atomic_output(path, "the sweep summary") as tmp:
+        tmp.write_text("\n".join(lines))
 
 
 def _label(row: JobRow, varying: list[str]) -> str:
