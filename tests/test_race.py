@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from experiments.finetune.race import Candidate, race, rung_steps
-from experiments.finetune.strategies import ClassifierOnly, Full, Scratch
+from experiments.finetune import ClassifierOnly, Full, Scratch
 
 
 class Runner:
