@@ -49,7 +49,7 @@ def test_a_frozen_priors_challengers_get_a_fraction_of_what_it_costs():
     # a few hundred images: the frozen prior's run is a feature extraction of ~7 batches
     small = race([Candidate("classifier_only", True, run_cost=7 / 3), Candidate("full"), Candidate("lora")], runner,
                  "val/acc", 400, 4, 0.5, val_size=100)
-    assert [t.strategy for t in small.trials] == ["classifier_only"] and small.winner == "classifier_only"
+    assert small.trials == [] and small.winner == "classifier_only"  # nothing left to compare: no trial at all
     assert small.budget_steps == 1 and "did not race" in small.notes[-1]
     # ten thousand images: the extraction costs as much as ~110 training steps, and buys its challengers trials
     large = race([Candidate("classifier_only", True, run_cost=330 / 3), Candidate("full"), Candidate("lora")], runner,

@@ -212,6 +212,15 @@ def race(candidates: Sequence[Candidate], run_trial: TrialRunner, objective: str
     prior = candidates[0].name
     frozen = [c for c in candidates if c.frozen]
     backbone = [c for c in candidates if not c.frozen]
+    if backbone and rung_steps(int(budget), [c.steps_mult for c in backbone], 1.0) < MIN_TRIAL_STEPS:
+        result.notes.append(f"the prior {prior}'s run costs about {candidates[0].cost(run_steps):.0f} backbone steps: its "
+                            f"challengers' budget ({budget:.0f} steps) buys no trial of {MIN_TRIAL_STEPS} steps, so "
+                            f"{', '.join(c.name for c in backbone)} did not race")
+        backbone = []
+    if not backbone and len(frozen) <= 1:  # nothing to compare: no trial, the prior trains as decided
+        result.winner = prior if not frozen else frozen[0].name
+        result.seconds = time.perf_counter() - start
+        return result
     run_epochs = -(-run_steps // batches_per_epoch)
     for c in frozen:  # nearly free: the whole schedule on cached features
         state.trial(c, 0, run_epochs, batches_per_epoch)
@@ -221,11 +230,6 @@ def race(candidates: Sequence[Candidate], run_trial: TrialRunner, objective: str
     if incumbent and backbone and bound is not None and abs(bound - state.score(incumbent)) < NOTHING_TO_WIN:
         result.notes.append(f"{incumbent} scored {state.score(incumbent):.4f}, within {NOTHING_TO_WIN} of the best "
                             f"possible {bound:g}: no backbone candidate trains")
-        backbone = []
-    if backbone and rung_steps(int(budget), [c.steps_mult for c in backbone], 1.0) < MIN_TRIAL_STEPS:
-        result.notes.append(f"the prior {prior}'s run costs about {candidates[0].cost(run_steps):.0f} backbone steps: its "
-                            f"challengers' budget ({budget:.0f} steps) buys no trial of {MIN_TRIAL_STEPS} steps, so "
-                            f"{', '.join(c.name for c in backbone)} did not race")
         backbone = []
     if backbone:
         by_name = {c.name: c for c in backbone}

@@ -128,6 +128,8 @@ def candidate(name: str, keys: dict[str, Any], cfg: DictConfig, datamodule, n_bl
 def race_reason(result, prior: str, candidates: int) -> str:
     """Why the race's winner trains: it confirmed the prior, or it overruled it (by how much)."""
     winner = result.winner
+    if not result.trials:
+        return f"the prior trains without a trial: {result.notes[-1] if result.notes else 'nothing to compare'}"
     if winner == prior:
         return f"the race confirmed the prior ({winner} scored best of {candidates})"
     best = {t.strategy: t.score for t in result.trials if t.rung in (0, 2)}
