@@ -7,8 +7,6 @@ imported inside the tasks, after validation.
 
 from __future__ import annotations
 
-import logging
-
 from omegaconf import DictConfig
 
 from experiments.config.resolvers import register_resolvers
@@ -18,14 +16,5 @@ from experiments.pipeline.job import run
 
 def main(cfg: DictConfig) -> float | None:
     """``run.py``'s body, once per job (a launcher's worker processes included)."""
-    setup_logging()
     register_resolvers()  # a launcher's worker process has not run run.py's registration
     return run(cfg, Job.from_hydra())
-
-
-def setup_logging() -> None:
-    """Lightning adds its own console handlers; route its records through Hydra's handlers
-    instead, so they land once on the console and in the job's log file."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True

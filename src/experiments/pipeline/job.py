@@ -33,6 +33,7 @@ from experiments.pipeline.from_checkpoint import config_for_checkpoint, uses_che
 from experiments.pipeline.interrupt import interrupted_record, signals_interrupt
 from experiments.pipeline.launch import check_launch
 from experiments.pipeline.results import notify_record_written, write_results
+from experiments.reporting.console import quiet_lightning
 from experiments.pipeline.rundirs import check_publish_target, last_checkpoint, publish, record_dir, settle_replaced
 
 log = logging.getLogger("experiments")
@@ -55,6 +56,7 @@ def run(cfg: DictConfig, job: Job) -> float | None:
             check_launch(cfg, job.multirun)
             if cfg.mode == "train" and cfg.get("publish"):  # refused before training, not after
                 check_publish_target(Path(str(cfg.publish)), run_dir)
+            quiet_lightning()  # validated: the heavy imports are due now; each of their lines once
             outcome = TASKS[cfg.mode](cfg, job)
             if outcome is None:  # env, models: nothing to record
                 return None
