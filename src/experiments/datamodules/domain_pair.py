@@ -164,7 +164,10 @@ class DomainPairDataModule(L.LightningDataModule):
         return CombinedLoader({"source": self.source.train_dataloader(), "target": target}, mode="max_size_cycle")
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self.source.val_dataloader(), *([self.target.val_dataloader()] if self.target_has_labels else [])]
+        """The source's validation split and the target's: labelled, or a held-out share of the
+        unlabelled target images (carved like any validation split), whose predictions alone feed
+        the label-free validators (``val/target_im``, ``val/target_snd``, ...)."""
+        return [self.source.val_dataloader(), self.target.val_dataloader()]
 
     @property
     def test_loader_names(self) -> list[str]:

@@ -151,7 +151,12 @@ class DomainAdaptationModule(ClassificationModule):
         for metric in self.train_scalars.values():
             metric.reset()
 
-    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor | None:
+        if DOMAINS[dataloader_idx] == "target" and not self.target_has_labels:
+            # held-out unlabelled target images: predictions for the validators, no loss, no accuracy
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            self._target_probs.append(self(x).detach().float().softmax(dim=-1))
+            return None
         loss, logits = self._shared_step(batch, f"val_{DOMAINS[dataloader_idx]}")
         if DOMAINS[dataloader_idx] == "target":  # predictions only: the validators read no label
             self._target_probs.append(logits.detach().float().softmax(dim=-1))
