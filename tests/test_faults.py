@@ -232,8 +232,10 @@ def test_an_unwritable_output_dir_is_one_message_naming_it(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     result = run_cli(f"hydra.run.dir={blocker}/run", "mode=env")
-    assert result.returncode == 1
-    assert f"{blocker}/run" in result.stderr and "Not a directory" in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"hydra.run.dir={blocker}/run cannot be created: {blocker} is a file, not a folder" in result.stderr
+    root = run_cli(f"paths.output_root={blocker}", "mode=env")  # every run's parent: the same one paragraph
+    assert root.returncode == 1 and "Traceback" not in root.stderr and "paths.output_root=DIR" in root.stderr
 
 
 # -- signals and a full disk ----------------------------------------------------------------------

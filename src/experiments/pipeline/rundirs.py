@@ -113,6 +113,7 @@ class KeepFinishedRuns(Callback):
         try:
             if problem := rule_problem("overwrite", overwrite):
                 raise ConfigError(problem)
+            check_writable(Path(str(OmegaConf.select(config, key))), key)
             for run_dir in dirs:
                 refuse_finished(run_dir, overwrite, key)
                 if overwrite and is_finished(run_dir):
@@ -120,6 +121,22 @@ class KeepFinishedRuns(Callback):
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(1)
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """ConfigError when ``folder`` cannot be created or written (its nearest existing parent is a
+    file, or read-only), before Hydra tries and fails with a traceback."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is read-only"
+    else:
+        return
+    raise ConfigError(f"{key}={folder} cannot be created: {problem}. Choose a writable place: paths.output_root=DIR "
+                      f"(every run's parent) or {key}=DIR")
 
 
 #: the environment variable that tells a job which finished run its folder replaced (JSON:
