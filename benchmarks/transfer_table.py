@@ -160,6 +160,7 @@ def run_one(cell: Cell, column: str, seed: int, steps: int, root: Path, extra: l
                           "cell": auto["cell"], "probe_acc": auto["probe_acc"], "shift": auto["shift"]["overall"],
                           "block_shift": list(auto["shift"]["per_block"].values()),
                           "samples_per_class": auto["samples_per_class"], "race": auto["race"],
+                          "num_classes": record["data"]["num_classes"],
                           "measure_seconds": auto["measure_seconds"]}
     return result
 
@@ -349,7 +350,7 @@ def prior_column(measured: dict, shift_threshold: float, probe_threshold: float,
 
     auto = Auto(shift_threshold=shift_threshold, probe_threshold=probe_threshold, large_from=large_from)
     shifts = tuple(measured["block_shift"])
-    m = Measurements(num_classes=10, samples_per_class=measured["samples_per_class"], blocks=tuple(map(str, range(len(shifts)))),
+    m = Measurements(num_classes=measured.get("num_classes", 10), samples_per_class=measured["samples_per_class"], blocks=tuple(map(str, range(len(shifts)))),
                      block_shift=shifts, overall_shift=measured["shift"], probe_acc=measured["probe_acc"])
     advice = decide(m, auto, max_epochs=10)
     return f"partial-{advice.keys['n_blocks']}" if advice.strategy == "partial" else advice.strategy
