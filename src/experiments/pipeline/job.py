@@ -112,13 +112,19 @@ SUMMARY_METRICS = (("test/target_acc", "test/source_acc", "val/source_acc"), ("t
 
 
 def summary_line(mode: str, record: dict[str, Any]) -> str:
-    """``done: test/acc 0.9889, val/acc 0.9852, 10 epochs in 4.2s; run dir ...``."""
+    """``done: test/acc 0.9889, val/acc 0.9852, 10 epochs; the command took 4.2 s; run dir ...``
+    (the time is the whole command's: data, caching, fitting, testing)."""
     metrics = record.get("metrics", {})
     shown = next((keys for keys in SUMMARY_METRICS if keys[0] in metrics), SUMMARY_METRICS[-1])
     parts = [f"{key} {metrics[key]:.4f}" for key in shown if key in metrics]
-    parts += [f"{record[key]} {key.removeprefix('num_')}" for key in ("epochs", "num_predictions") if key in record]
+    for key, one in (("epochs", "epoch"), ("num_predictions", "prediction")):
+        if key in record:
+            parts.append(f"{record[key]} {one}{'' if record[key] == 1 else 's'}")
+    if isinstance(record.get("export"), dict):
+        parts.append(f"{record['export']['format']} {record['export']['path']}")
     label = "done" if mode == "train" else f"done ({mode})"
-    return f"{label}: {', '.join(parts)} in {record['wall_time_s']:.1f}s; run dir {record['run_dir']}"
+    return (f"{label}: {', '.join(parts) or 'ok'}; the command took {record['wall_time_s']:.1f} s; "
+            f"run dir {record['run_dir']}")
 
 
 def own_error(err: BaseException) -> BaseException:
