@@ -129,6 +129,28 @@ CASES = {
     "partial-blocks-off": ("finetune=partial finetune.blocks=off",
                            r"ConfigError: finetune\.blocks='off' is invalid: expected null \(the last n_blocks\) or a list"),
     "no-decay-off": ("module.no_decay_1d=off", r"ConfigError: module\.no_decay_1d='off' is invalid: expected true or false"),
+    # the Trainer's, callbacks' and the new strategies' keys
+    "accumulate-zero": ("trainer.accumulate_grad_batches=0",
+                        r"ConfigError: trainer\.accumulate_grad_batches=0 is invalid: expected an integer >= 1"),
+    "gradient-clip-negative": ("trainer.gradient_clip_val=-1",
+                               r"ConfigError: trainer\.gradient_clip_val=-1 is invalid: expected null or a number >= 0"),
+    "deterministic-yes": ("trainer.deterministic=yes",
+                          r"ConfigError: trainer\.deterministic='yes' is invalid: expected one of true, false, warn"),
+    "save-last-sometimes": ("callbacks.model_checkpoint.save_last=sometimes",
+                            r"ConfigError: callbacks\.model_checkpoint\.save_last='sometimes' is invalid: expected one of "
+                            r"null, true, false, link"),
+    "early-stopping-min-delta": ("callbacks=early_stopping callbacks.early_stopping.min_delta=-1",
+                                 r"ConfigError: callbacks\.early_stopping\.min_delta=-1 is invalid: expected a number >= 0"),
+    "epoch-line-zero": ("callbacks.epoch_line.max_metrics=0",
+                        r"ConfigError: callbacks\.epoch_line\.max_metrics=0 is invalid: expected an integer >= 1"),
+    "surgical-block-out-of-range": ("model=small_resnet finetune=surgical finetune.blocks=[99]",
+                                    r"FinetuneError: finetune\.blocks=\[99\] but this model has 5 blocks"),
+    "scratch-lr-mult-zero": ("finetune=scratch finetune.lr_mult=0",
+                             r"ConfigError: finetune\.lr_mult=0 is invalid: expected a number > 0"),
+    "auto-scratch-steps-below-one": ("finetune=auto finetune.scratch_steps_mult=0.5",
+                                     r"ConfigError: finetune\.scratch_steps_mult=0\.5 is invalid: expected a number >= 1"),
+    "pretrained-not-an-entry": ("model=resnet18 model.pretrained=maybe",
+                                r"ModelError: model\.pretrained='maybe' is not a weights entry of resnet18; choose true or"),
 }
 
 

@@ -114,7 +114,8 @@ class OneOf:
 
     @property
     def allowed(self) -> str:
-        return f"one of {', '.join(str(v) for v in self.values)}"
+        spelled = {True: "true", False: "false", None: "null"}  # as they are written in YAML and overrides
+        return f"one of {', '.join(spelled[v] if v is None or isinstance(v, bool) else str(v) for v in self.values)}"
 
 
 @dataclass(frozen=True)

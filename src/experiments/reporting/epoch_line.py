@@ -13,6 +13,8 @@ import time
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
+from experiments.config.declared import Integer
+
 log = logging.getLogger("experiments.epochs")
 
 #: shown first when logged (then the objective, then any other val/ metric, in name order)
@@ -25,6 +27,8 @@ class EpochLine(L.Callback):
     Args:
         max_metrics: at most this many metrics on the line.
     """
+
+    KEYS = {"max_metrics": Integer(low=1)}
 
     def __init__(self, max_metrics: int = 6) -> None:
         self.max_metrics = max_metrics
