@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from conftest import run_cli
 
 
@@ -24,6 +25,7 @@ def test_a_default_run_prints_each_line_once_and_no_advert(tmp_path):
     assert len(logged) < 40
 
 
+@pytest.mark.slow
 def test_a_line_per_epoch_in_the_log_of_a_piped_run(tmp_path):
     result = run_cli(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=2", "logger=none", "callbacks.progress_bar=null")
     assert result.returncode == 0, result.stderr[-2000:]

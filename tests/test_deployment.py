@@ -258,6 +258,7 @@ def test_a_domain_adaptation_checkpoint_exports_the_network_it_evaluated(tmp_pat
     assert record["status"] == "ok" and record["export"]["max_logit_difference"] <= 1e-3  # the teacher, on the target
 
 
+@pytest.mark.slow
 def test_a_sparse_model_is_refused_by_onnx_with_the_format_that_works(tmp_path):
     from experiments.pipeline.results import read_results
 

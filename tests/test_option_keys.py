@@ -12,9 +12,10 @@ from omegaconf import OmegaConf
 from experiments.config.rules import validate
 from experiments.errors import ConfigError
 
-COMBINATIONS = [[], ["logger=mlflow", "callbacks=early_stopping"], ["finetune=lora"], ["finetune=auto"],
-                ["data=da_pair", "adapt=dann", "model=small_resnet"], ["augment=digits"],
-                ["data=text", "data.path=texts.csv", "model=sparse_mlp", "data.features=tfidf"]]
+COMBINATIONS = [[], *(pytest.param(c, marks=pytest.mark.slow) for c in (
+    ["logger=mlflow", "callbacks=early_stopping"], ["finetune=lora"], ["finetune=auto"],
+    ["data=da_pair", "adapt=dann", "model=small_resnet"], ["augment=digits"],
+    ["data=text", "data.path=texts.csv", "model=sparse_mlp", "data.features=tfidf"]))]
 
 
 def boolean_keys(cfg) -> list[str]:
@@ -33,7 +34,8 @@ def boolean_keys(cfg) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("combination", COMBINATIONS, ids=lambda c: " ".join(c) or "default")
+@pytest.mark.parametrize("combination", COMBINATIONS, ids=["default", "mlflow-early-stopping", "lora", "auto", "dann",
+                                                         "augment", "tfidf"])
 def test_no_boolean_key_takes_a_word_for_true(tmp_path, combination):
     composed = compose_cfg(tmp_path, *combination)
     keys = boolean_keys(composed)

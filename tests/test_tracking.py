@@ -117,6 +117,7 @@ print("ok", logger.run_id)
 """
 
 
+@pytest.mark.slow
 def test_parallel_jobs_create_a_fresh_store_once(tmp_path):
     """The local launcher starts jobs together: one creates the store's tables, the others wait."""
     import subprocess
