@@ -303,7 +303,7 @@ def markdown(results: list[dict], header: str) -> str:
             walls = [[r["wall_s"] for r in _rows(results, cell, c)] for c in columns]
             ratios = auto_cost_ratios(results, cell)
             ratio = (f"{min(ratios):.2f}x - {max(ratios):.2f}x" if len(ratios) > 1 else f"{ratios[0]:.2f}x") if ratios else "-"
-            machines = ", ".join(sorted({r.get("machine", "?") for r in results if r["cell"] == cell}))
+            machines = ", ".join(sorted({_machine(r) for r in results if r["cell"] == cell}))
             lines.append(f"| {cell} | " + " | ".join(f"{statistics.fmean(w):.1f}" if w else "-" for w in walls)
                          + f" | {ratio} | {machines} |")
     auto_ok = sum(1 for s in summary if s[3] == "yes")
@@ -315,6 +315,11 @@ def markdown(results: list[dict], header: str) -> str:
     return "\n".join(lines)
 
 
+def _machine(row: dict) -> str:
+    """The run's machine, spelled one way (older records wrote '1 threads')."""
+    return row.get("machine", "?").replace(" 1 threads", " 1 thread")
+
+
 def auto_cost_ratios(results: list[dict], cell: str) -> list[float]:
     """Per auto run: its wall time over the wall time of the run of the strategy it trained, on the
     same seed, machine and number of steps (scratch chosen by auto trains its own, longer budget)."""
@@ -322,7 +327,7 @@ def auto_cost_ratios(results: list[dict], cell: str) -> list[float]:
     for r in [o for o in results if o["cell"] == cell and o["strategy"] == "auto"]:
         trained = _trained_column(r)
         same = [o["wall_s"] for o in results if o["cell"] == cell and o["seed"] == r["seed"]
-                and o["strategy"] == trained and o.get("machine") == r.get("machine") and o["steps"] == r["steps"]]
+                and o["strategy"] == trained and _machine(o) == _machine(r) and o["steps"] == r["steps"]]
         if same:
             ratios.append(r["wall_s"] / same[0])
     return ratios
@@ -350,7 +355,8 @@ def prior_column(measured: dict, shift_threshold: float, probe_threshold: float,
 
     auto = Auto(shift_threshold=shift_threshold, probe_threshold=probe_threshold, large_from=large_from)
     shifts = tuple(measured["block_shift"])
-    m = Measurements(num_classes=measured.get("num_classes", 10), samples_per_class=measured["samples_per_class"], blocks=tuple(map(str, range(len(shifts)))),
+    m = Measurements(num_classes=measured.get("num_classes", 10), samples_per_class=measured["samples_per_class"],
+                     blocks=tuple(map(str, range(len(shifts)))),
                      block_shift=shifts, overall_shift=measured["shift"], probe_acc=measured["probe_acc"])
     advice = decide(m, auto, max_epochs=10)
     return f"partial-{advice.keys['n_blocks']}" if advice.strategy == "partial" else advice.strategy
