@@ -329,6 +329,7 @@ cache_features: auto
 '''
 
 
+@pytest.mark.slow
 def test_a_strategy_added_through_the_searchpath_is_a_candidate_of_auto(tmp_path, source_weights, monkeypatch):
     """One class and one yaml outside the repository: trainable by name, raced and chosen by auto."""
     from experiments.pipeline.context import Job

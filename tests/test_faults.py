@@ -226,6 +226,7 @@ def test_a_resume_of_another_architecture_adds_nothing_to_the_finished_run(tmp_p
     assert "does not fit model small_resnet" in read_results(tmp_path)["error"]
 
 
+@pytest.mark.slow
 def test_a_resume_with_another_learning_rate_is_refused_not_ignored(tmp_path):
     """A resume restores the optimizer's state (its learning rates) from the checkpoint: a changed
     optimizer.lr would be silently ignored, so it is refused, with both values and the two ways on."""

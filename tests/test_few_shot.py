@@ -53,6 +53,7 @@ def test_train_steps_sets_the_epochs_from_the_data_and_the_schedules_follow(tmp_
     assert (record["epochs"], record["global_step"]) == (7, 7)  # one batch an epoch counted
 
 
+@pytest.mark.slow
 def test_scratch_trains_its_own_budget_and_rate(tmp_path):
     from conftest import compose_cfg, run_job
 
