@@ -55,6 +55,10 @@ def test_a_frozen_priors_challengers_get_a_fraction_of_what_it_costs():
     large = race([Candidate("classifier_only", True, run_cost=330 / 3), Candidate("full"), Candidate("lora")], runner,
                  "val/acc", 1000, 312, 0.5, val_size=2000)
     assert large.winner == "full" and large.backbone_steps <= large.budget_steps == 55
+    # a backbone prior on a run too short for any trial is not overruled without one: it trains
+    short = race([Candidate("full"), Candidate("classifier_only", True, run_cost=1), Candidate("lora")], runner,
+                 "val/acc", 8, 4, 0.5, val_size=100)
+    assert short.winner == "full" and short.backbone_steps == 0
 
 
 def test_a_frozen_score_at_the_ceiling_leaves_nothing_to_race_for():

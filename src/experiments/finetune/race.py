@@ -217,8 +217,9 @@ def race(candidates: Sequence[Candidate], run_trial: TrialRunner, objective: str
                             f"challengers' budget ({budget:.0f} steps) buys no trial of {MIN_TRIAL_STEPS} steps, so "
                             f"{', '.join(c.name for c in backbone)} did not race")
         backbone = []
-    if not backbone and len(frozen) <= 1:  # nothing to compare: no trial, the prior trains as decided
-        result.winner = prior if not frozen else frozen[0].name
+    raced = [c.name for c in (*frozen, *backbone)]
+    if prior not in raced or len(raced) < 2:  # nothing the prior could be compared with: it trains as decided
+        result.winner = prior
         result.seconds = time.perf_counter() - start
         return result
     run_epochs = -(-run_steps // batches_per_epoch)
