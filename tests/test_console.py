@@ -8,6 +8,7 @@ import pytest
 from conftest import run_cli
 
 
+@pytest.mark.slow
 def test_a_default_run_prints_each_line_once_and_no_advert(tmp_path):
     result = run_cli(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=1", "logger=none")
     assert result.returncode == 0, result.stderr[-2000:]

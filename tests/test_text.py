@@ -217,6 +217,7 @@ def test_padding_does_not_change_the_mean_pooled_features(minilm):
         assert torch.allclose(single, minilm.backbone(trimmed)[:1], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_an_unknown_hub_id_offline_is_one_clear_error():
     with pytest.raises(WeightsError, match=r"hf_text experiments-tests/no-such-encoder.*offline.*model\.name"):
         hf_text.build("experiments-tests/no-such-encoder", num_classes=2)
