@@ -208,11 +208,12 @@ def race(candidates: Sequence[Candidate], run_trial: TrialRunner, objective: str
     budget = fraction * candidates[0].cost(run_steps)
     result = RaceResult(objective, candidates[0].name, budget_steps=int(budget))
     state = _Race(run_trial, objective, result)
-    by_cost = {c.name: c for c in candidates}
+    by_name = {c.name: c for c in candidates}
     prior = candidates[0].name
     frozen = [c for c in candidates if c.frozen]
     backbone = [c for c in candidates if not c.frozen]
-    if backbone and rung_steps(int(budget), [c.steps_mult for c in backbone], 1.0) < MIN_TRIAL_STEPS:
+    s = rung_steps(int(budget), [c.steps_mult for c in backbone], 1.0)
+    if backbone and s < MIN_TRIAL_STEPS:
         result.notes.append(f"the prior {prior}'s run costs about {candidates[0].cost(run_steps):.0f} backbone steps: its "
                             f"challengers' budget ({budget:.0f} steps) buys no trial of {MIN_TRIAL_STEPS} steps, so "
                             f"{', '.join(c.name for c in backbone)} did not race")
@@ -233,8 +234,6 @@ def race(candidates: Sequence[Candidate], run_trial: TrialRunner, objective: str
                             f"possible {bound:g}: no backbone candidate trains")
         backbone = []
     if backbone:
-        by_name = {c.name: c for c in backbone}
-        s = rung_steps(int(budget), [c.steps_mult for c in backbone], 1.0)
         made: dict[str, int] = {}
         alive = [c.name for c in backbone]
         for rung in (1, 2):
@@ -261,11 +260,11 @@ def race(candidates: Sequence[Candidate], run_trial: TrialRunner, objective: str
                                 f"{val_size} validation samples): both trained a second seed, the mean decides")
             for name in (first, second):
                 last = next(t for t in reversed(result.trials) if t.strategy == name)
-                state.trial(by_cost[name], last.rung, last.epochs, last.steps // last.epochs, seed=1)
+                state.trial(by_name[name], last.rung, last.epochs, last.steps // last.epochs, seed=1)
             finalists = state.ranked(finalists)
             first, second = finalists[:2]
             within = noise(state.score(first), state.score(second), val_size, objective) / math.sqrt(2)
-            keep = prior if prior in (first, second) else min((first, second), key=lambda n: _cost(by_cost[n]))
+            keep = prior if prior in (first, second) else min((first, second), key=lambda n: _cost(by_name[n]))
             if state.ahead(first, second) <= within and keep == second:
                 why = "the prior stays" if keep == prior else "the cheaper one wins"
                 result.notes.append(f"over two seeds {first} leads {second} by {state.ahead(first, second):.4f}, "
