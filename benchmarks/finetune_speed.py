@@ -23,7 +23,7 @@ from experiments.pipeline.tasks import train
 def run(path: str, args: argparse.Namespace, root: Path) -> dict:
     timer = EpochTimer()
     cfg = compose_cfg(
-        root / path, "model=resnet18", "finetune=classifier_only", f"finetune.cache_features={path == 'cached'}",
+        root / path, "model=resnet18", "model.pretrained=false", "finetune=classifier_only", f"finetune.cache_features={path == 'cached'}",
         f"trainer.max_epochs={args.epochs}", f"trainer.accelerator={args.accelerator}", "trainer.devices=1",
         f"data.image_size={args.image_size}", "logger=none", *QUIET, *args.overrides,
     )

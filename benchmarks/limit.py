@@ -41,8 +41,8 @@ from experiments.pipeline.tasks import train
 
 WORKLOADS: dict[str, list[str]] = {
     "default": [],
-    "resnet18_32": ["model=resnet18", "data.image_size=32", "finetune=scratch"],
-    "cached_head": ["model=resnet18", "data.image_size=32", "finetune=classifier_only"],
+    "resnet18_32": ["model=resnet18", "model.pretrained=false", "data.image_size=32", "finetune=scratch"],
+    "cached_head": ["model=resnet18", "model.pretrained=false", "data.image_size=32", "finetune=classifier_only"],
     "da": ["experiment=da_digits_m", "trainer.limit_train_batches=20"],
 }
 

@@ -35,7 +35,7 @@ def test_a_checkpoint_every_other_epoch(tmp_path):
     assert state["epoch"] == 1  # written after epochs 2 only (index 1), not after epoch 3
 
 
-HEAD_ONLY = ["model=resnet18", "data.image_size=32", "data.train_fraction=0.3", "finetune=classifier_only",
+HEAD_ONLY = ["model=resnet18", "model.pretrained=false", "data.image_size=32", "data.train_fraction=0.3", "finetune=classifier_only",
              "finetune.head_fit=none", "logger=none", "callbacks.test_figures=null", "+trainer.limit_val_batches=2",
              "+trainer.limit_test_batches=2"]
 

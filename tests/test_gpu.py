@@ -16,7 +16,7 @@ def test_default_run_on_the_gpu(tmp_path, precision):
 
 def test_cached_lp_ft_on_the_gpu_in_bf16(tmp_path):
     record = run_job(compose_cfg(
-        tmp_path, "trainer=gpu", "trainer.accelerator=gpu", "trainer.precision=bf16-mixed", "model=resnet18",
+        tmp_path, "trainer=gpu", "trainer.accelerator=gpu", "trainer.precision=bf16-mixed", "model=resnet18", "model.pretrained=false",
         "finetune=lp_ft", "data.image_size=32", "trainer.max_epochs=3",
     ))
     assert record["finetune_detail"]["feature_cache"]["used"]

@@ -66,7 +66,7 @@ def test_torchvision_pretrained_loads_from_a_filled_cache_offline(tmp_path, monk
     assert model.info.weights.startswith("torchvision:")
 
 
-def test_torchvision_offline_empty_cache_fails_fast_with_both_ways_out(tmp_path, monkeypatch):
+def test_torchvision_offline_empty_cache_fails_fast_with_every_way_out(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("EXPERIMENTS_OFFLINE", "1")  # a machine with network would download
     start = time.perf_counter()
@@ -75,7 +75,22 @@ def test_torchvision_offline_empty_cache_fails_fast_with_both_ways_out(tmp_path,
     assert time.perf_counter() - start < 5
     message = str(err.value)
     assert "model.weights" in message and "model.pretrained=false" in message and "resnet18" in message
-    assert str(tmp_path) in message
+    assert str(tmp_path) in message and "model=efficientnet_lite0" in message  # the cache, and the packaged model
+
+
+def test_the_imagenet_options_default_to_their_weights_and_a_weights_file_downloads_nothing(tmp_path, monkeypatch):
+    from experiments.pipeline.build import model_from_config
+
+    assert compose_cfg(tmp_path, "model=resnet18").model.pretrained is True
+    assert compose_cfg(tmp_path, "model=timm_resnet18").model.pretrained is True
+    assert compose_cfg(tmp_path, "model=torchvision").model.pretrained is False  # any name: random init unless asked
+    path = tmp_path / "r18.pth"
+    torch.save(_resnet18_state(), path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("EXPERIMENTS_OFFLINE", "1")  # a download would fail: the file alone must do
+    cfg = compose_cfg(tmp_path, "model=resnet18", f"model.weights={path}")
+    model = model_from_config(cfg.model, 10, (3, 32, 32))
+    assert torch.equal(model.backbone.state_dict()["conv1.weight"], _resnet18_state()["conv1.weight"])
 
 
 def test_timm_offline_empty_cache_fails_fast(tmp_path, monkeypatch):

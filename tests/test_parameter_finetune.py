@@ -128,7 +128,7 @@ def test_default_lora_targets_follow_the_family(tmp_path):
     from experiments.models.adapters import default_targets
     from experiments.pipeline.build import build_components
 
-    resnet = build_components(compose_cfg(tmp_path, "model=resnet18", "finetune=lora")).model
+    resnet = build_components(compose_cfg(tmp_path, "model=resnet18", "model.pretrained=false", "finetune=lora")).model
     names = dict(resnet.backbone.named_modules())
     assert "layer1.0.conv1" in default_targets_of(resnet) or any(".lora_A" in n for n in names)
     effnet = build_components(compose_cfg(tmp_path, "model=timm_efficientnet_b0", "model.pretrained=false",

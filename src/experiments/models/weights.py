@@ -23,12 +23,15 @@ def is_offline() -> bool:
     return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes"} for v in OFFLINE_ENV)
 
 
-def offline_message(model: str, looked_in: str, reason: str) -> str:
+def offline_message(model: str, looked_in: str, reason: str, packaged: str = "model=efficientnet_lite0") -> str:
+    """The one paragraph for weights that cannot be had: the cache, a local file, random init, or
+    ``packaged`` (a model whose weights install as a package)."""
     return (
         f"pretrained weights for {model} are not available: {reason}. Looked in {looked_in}. "
-        "Either give a local file with model.weights=PATH (.pth, .safetensors or a .ckpt of an "
-        "earlier run), or train from random init with model.pretrained=false. With internet, the "
-        "weights download once into that cache."
+        "Put the file there (copied from a machine with internet, where the weights download once "
+        "into that cache), give a local file with model.weights=PATH (.pth, .safetensors or a .ckpt "
+        "of an earlier run), train from random init with model.pretrained=false, or use a pretrained "
+        f"model that installs as a package and needs no download: {packaged}"
     )
 
 

@@ -53,8 +53,8 @@ def model_from_config(model_cfg: DictConfig, num_classes: int, input_shape: tupl
     weights = params.pop("weights", None)
     if not use_weights:
         weights = None
-    if not use_weights and "pretrained" in params:
-        params["pretrained"] = False
+    if (weights or not use_weights) and "pretrained" in params:
+        params["pretrained"] = False  # a weights file replaces the library's weights: nothing to download
     factory = instantiate(params)
     channels, *hw = input_shape
     offered = {"num_classes": num_classes, "in_chans": channels, "input_hw": tuple(hw) or None}
@@ -64,8 +64,8 @@ def model_from_config(model_cfg: DictConfig, num_classes: int, input_shape: tupl
 def build_model(cfg: DictConfig, datamodule: ClassificationDataModule, strategy: FinetuneStrategy) -> TransferModel:
     """The configured model, its head sized from the data; scratch never loads weights."""
     use_weights = strategy.uses_pretrained
-    if not use_weights and (cfg.model.get("pretrained") or cfg.model.get("weights")):
-        log.warning("finetune=%s starts from random init: model.pretrained/model.weights ignored", strategy.name)
+    if not use_weights and cfg.model.get("weights"):
+        log.warning("finetune=%s starts from random init: model.weights ignored", strategy.name)
     check_takes_texts(cfg.model, datamodule)
     model = model_from_config(cfg.model, datamodule.num_classes, tuple(datamodule.input_shape), use_weights)
     strategy.inject(model)  # adapters (finetune=lora) join the loaded weights before anything else sees them
