@@ -109,7 +109,9 @@ def test_onnx_export_matches_pytorch_and_carries_its_preprocessing(tmp_path, tra
     path = Path(record["export"]["path"])
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(meta["class_names"]) == [str(i) for i in range(10)] and meta["channels"] == "1"
-    assert meta["source_run"] == str(trained.parent.parent.resolve()) and meta["mean"] != "null"
+    assert meta["source_run"] == trained.parent.parent.name and meta["mean"] != "null"
+    assert meta["checkpoint"] == f"checkpoints/{trained.name}"
+    assert not [key for key, value in meta.items() if "/tmp" in value or str(Path.home()) in value]  # no machine paths
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 3):  # the batch axis is dynamic
         assert session.run(None, {"input": np.zeros((batch, 1, 8, 8), np.float32)})[0].shape == (batch, 10)
@@ -122,7 +124,7 @@ def test_an_export_beyond_the_tolerance_is_refused(tmp_path, trained):
     from experiments.pipeline.results import read_results
 
     assert "above export.tolerance=1e-30" in read_results(record_dir)["error"]
-    assert not list((record_dir / "export").iterdir())  # the unchecked file is not left to be used
+    assert not list(record_dir.glob("**/model.onnx")) and not list(record_dir.glob(".partial-*"))  # the unchecked file is not left to be used
 
 
 def test_an_export_that_cannot_be_written_says_so_and_leaves_no_partial_file(tmp_path, trained, monkeypatch):
@@ -138,8 +140,8 @@ def test_an_export_that_cannot_be_written_says_so_and_leaves_no_partial_file(tmp
     with pytest.raises(SystemExit):
         export_run(tmp_path, trained)
     error = read_results(tmp_path)["error"]
-    assert error.startswith(f"OutputError: cannot write the export {tmp_path / 'export' / 'model.onnx'}: Read-only")
-    assert "hydra.run.dir=DIR" in error and not list((tmp_path / "export").iterdir())
+    assert error.startswith(f"OutputError: cannot write the export {tmp_path / 'model.onnx'}: Read-only")
+    assert "hydra.run.dir=DIR" in error and not list(tmp_path.glob("**/model.onnx")) and not list(tmp_path.glob(".partial-*"))
 
 
 def test_safetensors_export_rebuilds_the_model_without_the_run_dir(tmp_path, trained):
@@ -202,7 +204,7 @@ def test_predict_reads_every_format_as_training_does_and_a_16_bit_file_as_its_8_
 def test_predictions_are_written_whole_or_not_at_all(tmp_path, trained, monkeypatch, capsys):
     """A failure mid-predict leaves no partial predictions.csv (nor a temporary file), and a previous
     one survives."""
-    from experiments.reporting.predictions import InputPredictionsWriter
+    from experiments.reporting.predictions import PredictionsWriter
 
     digits_pngs(tmp_path / "new", 3)
     out = tmp_path / "predict"
@@ -213,13 +215,13 @@ def test_predictions_are_written_whole_or_not_at_all(tmp_path, trained, monkeypa
         def writerows(self, rows):
             raise OSError(28, "No space left on device")
 
-    started = InputPredictionsWriter.on_predict_start
+    started = PredictionsWriter.on_predict_start
 
     def start_then_fill_the_disk(self, trainer, module):
         started(self, trainer, module)  # the header is in; every batch after it hits a full disk
         self._writer = FullDisk()
 
-    monkeypatch.setattr(InputPredictionsWriter, "on_predict_start", start_then_fill_the_disk)
+    monkeypatch.setattr(PredictionsWriter, "on_predict_start", start_then_fill_the_disk)
     from experiments.pipeline.results import read_results
 
     with pytest.raises(SystemExit):
@@ -239,7 +241,7 @@ def test_an_opset_outside_the_exporters_range_is_refused_before_any_work(tmp_pat
         export_run(tmp_path, trained, "export.opset=99")
     error = read_results(tmp_path)["error"]
     assert error.startswith("ModelError: export.opset=99 is outside what torch") and "choose one in that range" in error
-    assert not (tmp_path / "export").exists()
+    assert not list(tmp_path.glob("model.*"))
 
 
 @pytest.mark.slow
@@ -275,3 +277,99 @@ def test_a_sparse_model_is_refused_by_onnx_with_the_format_that_works(tmp_path):
         run_job(compose_cfg(tmp_path / "export", *data, "mode=export", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"))
     error = read_results(tmp_path / "export")["error"]
     assert "takes sparse inputs" in error and "export.format=safetensors" in error and "Traceback" not in error
+
+
+# -- the standalone ONNX client ---------------------------------------------------------------------
+CLIENT = Path(__file__).resolve().parents[1] / "deploy" / "onnx_predict.py"
+
+
+def test_the_client_script_imports_only_onnxruntime_numpy_and_pillow():
+    import ast
+
+    tree = ast.parse(CLIENT.read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= {"__future__", "json", "sys", "numpy", "onnxruntime", "PIL"}, imported
+
+
+def files_of_other_sizes(folder: Path, count: int = 8) -> list[Path]:
+    """Digits as files a user has: grey and RGB, PNG and JPEG, at sizes other than the data's 8x8."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = load_digits().images[:count] / 16.0
+    sizes = [(8, 8), (13, 13), (24, 20), (40, 40), (11, 17), (64, 64), (30, 30), (9, 9)]
+    files = []
+    for i, image in enumerate(images):
+        picture = Image.fromarray(np.round(image * 255).astype(np.uint8), mode="L").resize(sizes[i % len(sizes)], Image.BICUBIC)
+        path = folder / (f"d{i}.jpg" if i % 4 == 3 else f"d{i}.png")
+        (picture.convert("RGB") if i % 2 else picture).save(path, **({"quality": 92} if path.suffix == ".jpg" else {}))
+        files.append(path)
+    return files
+
+
+@pytest.mark.parametrize("model", [
+    ["data.image_size=20"],  # small_cnn, bilinear, 8 -> 20 px
+    pytest.param(["model=efficientnet_lite0", "data.image_size=40", "finetune=classifier_only"], marks=pytest.mark.slow),  # bicubic, RGB
+], ids=["small_cnn-20px", "efficientnet_lite0-40px"])
+def test_the_standalone_client_gives_predicts_classes_on_files_of_other_sizes(tmp_path, model):
+    """A model trained at a size other than the data's own: predict resizes a file to the data's
+    size, then to the model's; the client follows the exported contract with Pillow and numpy."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    run = tmp_path / "run"
+    cfg = compose_cfg(run, *model, "trainer.max_epochs=2", "logger=none", "data.eval_batch_size=32")
+    from omegaconf import OmegaConf
+
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    ckpt = Path(run_job(cfg)["best_checkpoint"])
+    files = files_of_other_sizes(tmp_path / "photos")
+    run_job(compose_cfg(tmp_path / "predict", "mode=predict", f"ckpt_path={ckpt}", f"predict.inputs={tmp_path / 'photos'}"))
+    predicted = {Path(r["input"]).name: r for r in read_rows(tmp_path / "predict" / "predictions.csv")}
+    exported = run_job(compose_cfg(tmp_path / "export", "mode=export", f"ckpt_path={ckpt}", "export.check_batches=1"))
+    done = subprocess.run([sys.executable, str(CLIENT), exported["export"]["path"], *map(str, files)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(" ")[0] for line in lines] == [str(f) for f in files]
+    for line in lines:
+        path, name, probability = line.split(" ")
+        row = predicted[Path(path).name]
+        assert name == row["predicted"], (line, row)
+        assert float(probability) == pytest.approx(float(row["probability"]), abs=2e-3)
+
+
+def test_the_predictions_picture_shows_each_file_as_it_is_titled_in_the_csvs_order(tmp_path):
+    """Panels in the CSV's order (an undecodable file keeps its place), titled with file name, class
+    and probability; a white file is drawn white and a black one black (no min-max rescaling)."""
+    from PIL import Image
+
+    from experiments.reporting.predictions import PredictionsWriter
+
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "white.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "black.png")
+    names = [str(tmp_path / n) for n in ("white.png", "broken.png", "black.png")]
+    writer = PredictionsWriter(tmp_path / "predictions.csv", ["zero", "one"], names, top_k=2, grid=16)
+    writer.on_predict_start(None, None)
+    probabilities = torch.tensor([[0.1, 0.9], [0.5, 0.5], [0.8, 0.2]])
+    writer.write_on_batch_end(None, None, probabilities, None, (torch.zeros(3, 1, 8, 8), torch.arange(3), ["", "cannot decode: x", ""]), 0)
+    writer.on_predict_end(None, None)
+    rows = read_rows(tmp_path / "predictions.csv")
+    assert [r["input"] for r in rows] == names and [r["predicted"] for r in rows] == ["one", "", "zero"]
+    figure = writer.figure(channels=1)
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == ["white.png\none 0.90", "broken.png\ncannot decode", "black.png\nzero 0.80"]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    drawn = np.asarray(canvas.buffer_rgba())[..., :3].astype(int)
+    def centre(ax):
+        (x0, y0), (x1, y1) = ax.get_window_extent().get_points()
+        return drawn[drawn.shape[0] - int((y0 + y1) / 2), int((x0 + x1) / 2)]
+    assert (centre(figure.axes[0]) > 245).all() and (centre(figure.axes[2]) < 10).all()

@@ -197,20 +197,43 @@ def files(tmp_path_factory) -> Path:
     return root
 
 
+#: the cases refused before the mode's task starts (validation, a checkpoint that is not there):
+#: a single command then writes no record and leaves no folder
+REFUSED_BEFORE_TASK = {
+    "gradual-never-thaws", "batch-size-zero", "batch-size-bool", "lr-negative", "zero-classes", "ddp-spawn",
+    "image-size-negative", "image-size-text", "mode-needs-checkpoint", "checkpoint-missing",
+    "precision-unknown", "step-size-zero", "fractions-leave-nothing", "probe-epochs-text",
+    "augment-degrees-text", "augment-probability-2", "augment-range-number", "augment-range-reversed",
+    "augment-key-without-augment", "finetune-key-unknown", "advise-with-checkpoint", "overwrite-not-bool",
+    "text-distribution-missing", "lp-ft-one-epoch", "lora-rank-zero", "lora-rank-off", "lora-alpha-negative",
+    "no-decay-off", "partial-blocks-off", "accumulate-zero", "gradient-clip-negative", "deterministic-yes",
+    "save-last-sometimes", "early-stopping-min-delta", "epoch-line-zero", "scratch-lr-mult-zero",
+    "auto-scratch-steps-below-one",
+}
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_fault_gives_its_error_a_failed_record_and_no_training(tmp_path, files, case):
+def test_fault_gives_its_error_a_failed_record_and_no_training(tmp_path, files, case, capsys):
     overrides, expected = CASES[case]
     args = overrides.format(files=files).split()
     before = {p: p.stat().st_mtime_ns for p in (files / "run").rglob("*")}
+    run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exited:
-        run_job(compose_cfg(tmp_path, *args, "logger=none"), tuple(args))
+        run_job(compose_cfg(run_dir, *args, "logger=none"), tuple(args))
     assert exited.value.code == 1
-    record = read_results(tmp_path)
-    assert record["status"] == "failed"
-    assert re.match(expected, record["error"]), record["error"]
-    assert "Traceback" not in record["error"]
+    printed = capsys.readouterr().err
+    if case in REFUSED_BEFORE_TASK:  # the console's error is the whole answer: no record, no folder
+        assert not run_dir.exists()
+        error = printed.split("error: ", 1)[1].strip()
+        expected = expected.split(": ", 1)[1]  # the console shows the message without its type
+    else:
+        record = read_results(run_dir)
+        assert record["status"] == "failed"
+        error = record["error"]
+    assert re.match(expected, error), error
+    assert "Traceback" not in error
     if case != "loss-diverges":  # refused before an epoch ran: no checkpoint was written
-        assert not list(tmp_path.glob("checkpoints/*.ckpt"))
+        assert not list(tmp_path.glob("**/checkpoints/*.ckpt"))
     assert {p: p.stat().st_mtime_ns for p in (files / "run").rglob("*")} == before  # the finished run untouched
 
 

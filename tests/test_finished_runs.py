@@ -39,7 +39,7 @@ def _job(run_dir: Path, *overrides: str) -> int:
     return 0
 
 
-def test_every_failure_against_a_finished_run_leaves_its_files_byte_identical(tmp_path):
+def test_every_failure_against_a_finished_run_leaves_its_files_byte_identical(tmp_path, capsys):
     run, link = tmp_path / "run", tmp_path / "published" / "digits"
     assert _job(run, "trainer.max_epochs=1", f"publish={link}") == 0
     assert link.resolve() == run.resolve()
@@ -58,7 +58,8 @@ def test_every_failure_against_a_finished_run_leaves_its_files_byte_identical(tm
 
     assert _files(run) == before
     assert link.resolve() == run.resolve()  # the failures did not move the published link
-    assert read_results(tmp_path / "bad")["error"].startswith("ConfigError: optimizer.lr=-1")
+    assert not (tmp_path / "bad").exists()  # refused before its task: no record, no folder, the error printed
+    assert "error: optimizer.lr=-1 differs from the run" in capsys.readouterr().err
     assert "weights became non-finite" in read_results(tmp_path / "nan")["error"]
     assert not list((tmp_path / "nan").glob("checkpoints/*.ckpt"))  # no checkpoint of NaN weights
     interrupted = read_results(tmp_path / "term")
@@ -68,7 +69,7 @@ def test_every_failure_against_a_finished_run_leaves_its_files_byte_identical(tm
     kept = (tmp_path / "term" / "results.json").read_bytes()
     assert _job(tmp_path / "bad2", f"ckpt_path={interrupted['checkpoint']}", "optimizer.lr=-1") == 1
     assert (tmp_path / "term" / "results.json").read_bytes() == kept
-    assert read_results(tmp_path / "bad2")["status"] == "failed"
+    assert not (tmp_path / "bad2").exists()
     assert read_results(tmp_path / "term")["resume"] == f"python run.py ckpt_path={interrupted['checkpoint']}"
 
 
@@ -142,7 +143,7 @@ def test_publish_moves_the_link_only_to_finite_weights_and_keeps_a_folder_it_fin
     ("inside", "is inside this run's folder"),
     ("parent", "is a folder above this run's folder"),
 ])
-def test_publish_refuses_a_target_it_would_destroy_before_the_run_trains(tmp_path, where, problem):
+def test_publish_refuses_a_target_it_would_destroy_before_the_run_trains(tmp_path, where, problem, capsys):
     run_dir = tmp_path / "runs" / "one"
     targets = {"file": tmp_path / "notes.txt", "run": run_dir, "inside": run_dir / "checkpoints" / "pub",
                "parent": tmp_path / "runs"}
@@ -150,10 +151,9 @@ def test_publish_refuses_a_target_it_would_destroy_before_the_run_trains(tmp_pat
     cfg = compose_cfg(run_dir, "trainer.max_epochs=1", "logger=none", f"publish={targets[where]}")
     with pytest.raises(SystemExit):
         run_job(cfg, Job(run_dir))
-    record = read_results(run_dir)
-    assert record["error"].startswith(f"ConfigError: publish={targets[where]} {problem}")
-    assert "nothing was moved" in record["error"]
-    assert "global_step" not in record and not (run_dir / "checkpoints").exists()  # refused before training
+    error = capsys.readouterr().err
+    assert f"error: publish={targets[where]} {problem}" in error and "nothing was moved" in error
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "results.json").exists()  # refused before training
     assert (tmp_path / "notes.txt").read_text() == "the user's own file" and not (tmp_path / "runs").is_symlink()
     assert not list(tmp_path.rglob("*.before-*"))
 

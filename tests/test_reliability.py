@@ -114,8 +114,7 @@ def test_a_failed_resume_or_rerun_keeps_the_finished_runs_record(tmp_path):
     with pytest.raises(SystemExit):
         run_wrapped(compose_cfg(run, "data.batch_size=0"), Job(run, False, ("data.batch_size=0",)))
     assert (run / "results.json").read_bytes() == before
-    assert "optimizer.lr" in read_results(resume_dir)["error"]
-    assert "data.batch_size" in read_results(run / "failed")["error"]
+    assert not resume_dir.exists() and not (run / "failed").exists()  # refused before their tasks: no record anywhere
 
 
 def test_adapt_with_a_classification_checkpoint_is_refused_with_model_weights_as_the_fix(tmp_path):

@@ -1,10 +1,12 @@
 """``mode=export``: a checkpoint's model as a file someone runs without this framework's run dir.
 
-Formats (``export.format``), written to ``<run dir>/export/``:
+Formats (``export.format``), written into the export's run dir (``<run>/export/<time>/``):
 
 * ``onnx``: ``model.onnx``, input ``input`` ``(batch, C, H, W)`` with a dynamic batch axis, output
-  ``logits``; ``metadata_props`` hold what a user needs to prepare images (mean, std, input size,
-  channels) and read the output (class names), with the source run and checkpoint.
+  ``logits``; ``metadata_props`` hold what a user needs to prepare image files (``preprocessing``:
+  every step with its sizes and interpolation, as ``mode=predict`` takes them) and read the output
+  (class names), with the source run's and checkpoint's names (no machine paths).
+  ``deploy/onnx_predict.py`` is a client that needs only onnxruntime, numpy and Pillow.
 * ``torchscript``: ``model.pt`` (``torch.jit.trace``), the same metadata as ``metadata.json``
   inside the archive (``torch.jit.load(path, _extra_files={"metadata.json": ""})``).
 * ``safetensors``: ``model.safetensors`` (weights) and ``model.json`` (the model's config, sizes,
@@ -63,7 +65,7 @@ def export_model(cfg: DictConfig, parts: Any, ckpt: Path) -> dict[str, Any]:
             "rebuilt with experiments.export.load_exported_model)"
         )
     metadata = export_metadata(parts, ckpt, batches[0])
-    final = Path(cfg.paths.run_dir) / "export" / FILES[fmt]
+    final = Path(cfg.paths.run_dir) / FILES[fmt]
     staging = final.parent / f".partial-{os.getpid()}"  # files appear under their names only once checked
     try:
         staging.mkdir(parents=True, exist_ok=True)
@@ -136,21 +138,33 @@ def test_batches(datamodule: Any, count: int) -> list[torch.Tensor]:
 
 
 def export_metadata(parts: Any, ckpt: Path, example: torch.Tensor) -> dict[str, str]:
-    """What a user of the file needs, as strings: how to prepare an input and read the output."""
+    """What a user of the file needs, as strings: how to prepare an input and read the output.
+
+    ``preprocessing`` (JSON) is the whole contract for image files, step by step, as
+    ``mode=predict`` prepares them (:func:`experiments.datamodules.inputs.image_contract`):
+    ``deploy/onnx_predict.py`` follows it with onnxruntime, numpy and Pillow alone. No machine path
+    is written: the run is named by its folder's name, the checkpoint by its file name.
+    """
     from experiments.config.domains import is_domain_pair
+    from experiments.datamodules.inputs import image_contract
 
     data = parts.datamodule.target if is_domain_pair(parts.datamodule) else parts.datamodule  # what it evaluated on
     mean, std = _normalisation(data.build_transform(train=False))
+    images = example.dim() == 4 and getattr(data, "input_kind", "image") == "image"
     return {
         "model_name": parts.model.info.name,
         "class_names": json.dumps(data.class_names()),
+        "input_name": "input",
+        "input_layout": "NCHW float32" if example.dim() == 4 else f"N x {list(example.shape[1:])} float32",
         "input_size": json.dumps(list(example.shape[1:])),
         "channels": str(example.shape[1]) if example.dim() == 4 else "",
         "mean": json.dumps(mean),
         "std": json.dumps(std),
-        "input_range": "images as floats in [0, 1], resized to input_size, then (x - mean) / std",
-        "source_run": str(ckpt.resolve().parent.parent),
-        "checkpoint": str(ckpt.resolve()),
+        "input_range": "images as floats in [0, 1], prepared by the preprocessing steps, then (x - mean) / std",
+        "preprocessing": json.dumps(image_contract(data) if images else []),
+        "output": "logits (N, classes): softmax for probabilities; class_names[argmax] is the class",
+        "source_run": ckpt.resolve().parent.parent.name,
+        "checkpoint": f"{ckpt.parent.name}/{ckpt.name}",
     }
 
 
@@ -201,7 +215,7 @@ def _export_safetensors(model_cfg: DictConfig, model: nn.Module, data_shape: tup
         "model": OmegaConf.to_container(model_cfg, resolve=True),
         "num_classes": model.num_classes,
         "data_input_shape": list(data_shape),
-        **{key: json.loads(value) if key in ("class_names", "input_size", "mean", "std") else value
+        **{key: json.loads(value) if key in ("class_names", "input_size", "mean", "std", "preprocessing") else value
            for key, value in metadata.items()},
     }
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out), metadata={"format": "pt"})

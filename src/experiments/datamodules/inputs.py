@@ -62,7 +62,8 @@ def find_inputs(spec: str, kind: str) -> list[Path]:
 class ImageFiles(Dataset):
     """Image files as ``(image, index, error)``: a float ``(C, H, W)`` tensor with the data's
     channels and size in [0, 1] put through ``transform`` (the run's evaluation transform), or,
-    for a file that cannot be decoded, zeros and the decoder's message."""
+    for a file that cannot be decoded, zeros and the decoder's message. :func:`image_contract`
+    writes these steps down for a client without this package."""
 
     def __init__(self, files: list[Path], shape: tuple[int, int, int], transform: torch.nn.Module | None) -> None:
         self.files, self.shape, self.transform = files, shape, transform
@@ -109,6 +110,41 @@ class InputCollate:
             used = (inputs != self.pad_token_id).any(dim=0).nonzero()
             inputs = inputs[:, : int(used.max()) + 1 if len(used) else 1]
         return inputs, torch.tensor([i for _, i, _ in items]), [e for _, _, e in items]
+
+
+#: how a file's grey value is computed from RGB (ITU-R 601 luma), as :func:`read_image` does
+GREY_FROM_RGB = (0.299, 0.587, 0.114)
+
+
+def image_contract(datamodule) -> list[dict]:
+    """The steps :class:`ImageFiles` puts an image file through, as data a client without this
+    package follows (``mode=export`` writes them into the exported file): decode, the resize to the
+    data's own size, then each step of the evaluation transform (channel repeat, resize with its
+    interpolation, normalisation). A step this list cannot describe is named, so a client can refuse."""
+    from torchvision.transforms import v2
+
+    from experiments.datamodules.transforms import ExpandChannels, steps_of
+
+    channels, height, width = tuple(datamodule.input_shape)
+    steps: list[dict] = [
+        {"op": "decode", "channels": channels, "range": [0.0, 1.0], "scale": "the file's full scale (255, or 65535 for 16-bit)",
+         "alpha": "dropped", "grey_to_rgb": "repeated", "rgb_to_grey": list(GREY_FROM_RGB), "frames": "the first"},
+        {"op": "resize", "size": [height, width], "interpolation": "bilinear", "antialias": True},
+    ]
+    transform = datamodule.build_transform(train=False)
+    for step in (list(steps_of(transform))[1:] if transform is not None else []):
+        if isinstance(step, v2.Compose):
+            continue
+        if isinstance(step, ExpandChannels):
+            steps.append({"op": "repeat_channels", "channels": step.channels})
+        elif isinstance(step, v2.Resize):
+            steps.append({"op": "resize", "size": list(step.size), "interpolation": step.interpolation.value,
+                          "antialias": bool(step.antialias)})
+        elif isinstance(step, v2.Normalize):
+            steps.append({"op": "normalize", "mean": list(step.mean), "std": list(step.std)})
+        else:
+            steps.append({"op": "unsupported", "name": type(step).__name__})
+    return steps
 
 
 def input_dataset(datamodule, files: list[Path]) -> tuple[Dataset, list[str], InputCollate]:

@@ -25,6 +25,7 @@ from experiments.finetune.groups import count_parameters
 from experiments.finetune.strategies import FinetuneStrategy
 from experiments.models.core import TransferModel, create_model
 from experiments.config.arguments import accepted_kwargs, unknown_argument
+from experiments.config.run_names import CHECKPOINT_MODES
 from experiments.pipeline.budget import apply_step_budget
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,10 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback] = (), **settings:
     configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     configured = [c for c in configured if not _switched_off(cfg, c)]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    if cfg.get("mode") in CHECKPOINT_MODES:  # TensorBoard lists every folder with event files as a run: only training writes them
+        from lightning.pytorch.loggers import TensorBoardLogger  # imported with lightning already
+
+        loggers = [logger for logger in loggers if not isinstance(logger, TensorBoardLogger)]
     background = bool(OmegaConf.select(cfg, "checkpoint.background", default=False))
     settings.setdefault("plugins", [BackgroundCheckpointIO() if background else AtomicCheckpointIO()])
     if OmegaConf.select(cfg, "checkpoint.reference_frozen", default=True):  # the writer's partner

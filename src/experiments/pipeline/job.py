@@ -9,6 +9,10 @@ mode's task (``experiments.pipeline.tasks.TASKS``) and, whatever happens, writes
   the sweep goes on and the sampler records a bad trial);
 - ``interrupted`` (SIGTERM, Ctrl-C): where it stopped and how to resume, exit ``128 + signal``.
 
+A single command refused before its task started (a bad value, a missing checkpoint) writes no
+record and leaves no folder: the error on the console is the whole answer. In a sweep the refused
+job keeps its ``failed`` record, so the summary lists it.
+
 :func:`experiments.pipeline.rundirs.last_checkpoint` answers "where is ``last.ckpt``?".
 """
 
@@ -34,7 +38,8 @@ from experiments.pipeline.interrupt import interrupted_record, signals_interrupt
 from experiments.pipeline.launch import check_launch
 from experiments.pipeline.results import notify_record_written, write_results
 from experiments.reporting.console import quiet_lightning
-from experiments.pipeline.rundirs import check_publish_target, last_checkpoint, publish, record_dir, settle_replaced
+from experiments.pipeline.rundirs import (check_publish_target, discard_unused_run_dir, last_checkpoint, publish,
+                                          record_dir, settle_replaced)
 
 log = logging.getLogger("experiments")
 
@@ -49,6 +54,7 @@ def run(cfg: DictConfig, job: Job) -> float | None:
                               "model": OmegaConf.select(cfg, "model.name", default="?"),
                               "finetune": OmegaConf.select(cfg, "finetune.name", default="?")}
     failure: BaseException | None = None
+    started = False  # the mode's task began: from here on a failure leaves a record
     with signals_interrupt() as received:
         try:
             cfg, run_dir = _effective_config(cfg, job)
@@ -57,8 +63,11 @@ def run(cfg: DictConfig, job: Job) -> float | None:
             if cfg.mode == "train" and cfg.get("publish"):  # refused before training, not after
                 check_publish_target(Path(str(cfg.publish)), run_dir)
             quiet_lightning()  # validated: the heavy imports are due now; each of their lines once
+            started = True
             outcome = TASKS[cfg.mode](cfg, job)
-            if outcome is None:  # env, models: nothing to record
+            if outcome is None:  # env, models: nothing to record, no folder to keep (a sweep keeps its jobs' dirs)
+                if not job.multirun:
+                    discard_unused_run_dir(job.run_dir)
                 return None
             record.update(outcome.record, status="ok")
             if cfg.mode == "train" and cfg.get("publish"):  # a fixed path moves to this run only now
@@ -72,10 +81,14 @@ def run(cfg: DictConfig, job: Job) -> float | None:
         record.update(overrides=list(job.overrides), run_dir=str(run_dir), wall_time_s=time.time() - start)
         if received:  # SIGTERM / SIGINT: the record says where the run stopped and how to resume
             record.update(interrupted_record(received[0], last_checkpoint(cfg, run_dir)))
-        if is_global_zero():  # a DDP run's other processes run this too: one record, one log line
+        refused = failure is not None and not started and not received and not job.multirun
+        if is_global_zero() and not refused:  # a DDP run's other processes run this too: one record, one log line
             written = write_results(record_dir(run_dir, job.run_dir, failed=failure is not None), record)
             notify_record_written(record, written)  # a tracker's run (MLflow) gets it and the outcome
-            settle_replaced(job.run_dir, ok=record["status"] == "ok")  # overwrite=true's old run
+    if is_global_zero():
+        settle_replaced(job.run_dir, ok=record["status"] == "ok")  # overwrite=true's old run
+        if not job.multirun:
+            discard_unused_run_dir(job.run_dir)  # a refused command, a resume elsewhere: nothing of theirs to keep
     return _exit(cfg, job, record, received, failure)
 
 

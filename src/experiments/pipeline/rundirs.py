@@ -12,7 +12,10 @@ The rule, decided here once and applied to every mode and every way a command ca
 - no checkpoint with non-finite weights is written (``checkpoints.AtomicCheckpointIO``), so
   ``last.ckpt`` and the best always hold the last finite epoch;
 - a fixed path (``publish=PATH``, as ``experiment=pretrain_digits`` sets) is a link that moves to a
-  run, atomically, only once that run finished with finite weights (:func:`publish`).
+  run, atomically, only once that run finished with finite weights (:func:`publish`);
+- a command leaves no folder that holds nothing but Hydra's own files (``mode=env``, ``mode=models``,
+  a command refused before its task started, a resume whose run is elsewhere):
+  :func:`discard_unused_run_dir`. Folder names: :mod:`experiments.config.run_names`.
 
 Hydra loads this module at start-up (the callback): only the standard library, omegaconf and the
 light parts of the framework load here.
@@ -89,6 +92,29 @@ def record_dir(run_dir: Path, hydra_dir: Path, failed: bool) -> Path:
     log.error("%s holds a%s run: its record is kept; this failure is recorded in %s",
               run_dir, " finished" if status == "ok" else "n interrupted", target)
     return target
+
+
+#: what Hydra writes into every job's folder before the job runs
+HYDRA_OWN = frozenset({".hydra", "run.log"})
+
+
+def discard_unused_run_dir(run_dir: Path) -> bool:
+    """Remove ``run_dir`` when it holds nothing but :data:`HYDRA_OWN` (the job wrote nothing of its
+    own there), closing the log file first; an emptied ``runs/`` or mode folder above it goes too.
+    Returns whether it was removed."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or any(p.name not in HYDRA_OWN for p in run_dir.iterdir()):
+        return False
+    log_file = (run_dir / "run.log").resolve()
+    for handler in list(logging.getLogger().handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).resolve() == log_file:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent = run_dir.parent
+    if parent.name in ("runs", "advise", "env", "models", "test", "predict", "export") and not any(parent.iterdir()):
+        parent.rmdir()
+    return not run_dir.exists()
 
 
 class KeepFinishedRuns(Callback):

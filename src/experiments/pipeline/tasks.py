@@ -161,13 +161,13 @@ def predict(cfg: DictConfig, job: Job | None = None) -> Outcome:
     record = {"predictions": str(writer.path), "num_predictions": writer.predicted, **run_facts(parts),
               "checkpoint": str(ckpt)}
     if files is not None:
-        record.update(_input_report(trainer, writer))
+        record.update(_input_report(trainer, writer, parts.datamodule))
     return Outcome(record, parts, trainer)
 
 
 def export(cfg: DictConfig, job: Job | None = None) -> Outcome:
-    """``mode=export``: ``ckpt_path``'s model as ONNX, TorchScript or safetensors in ``<run dir>/export/``,
-    checked against PyTorch on test batches (:mod:`experiments.export`)."""
+    """``mode=export``: ``ckpt_path``'s model as ONNX, TorchScript or safetensors in the run dir
+    (``<run>/export/<time>/``), checked against PyTorch on test batches (:mod:`experiments.export`)."""
     from experiments.pipeline.build import run_facts
     from experiments.export import export_model
 
@@ -186,17 +186,18 @@ def _input_kind(cfg: DictConfig) -> str:
 def _prediction_writer(cfg: DictConfig, parts, files: list[Path] | None):
     """The CSV writer, and the loader of ``files`` (None: the data's own predict split)."""
     from experiments.datamodules.inputs import input_dataset
-    from experiments.reporting.predictions import PREDICTIONS_FILE, InputPredictionsWriter, PredictionsCsvWriter
+    from experiments.reporting.predictions import PREDICTIONS_FILE, PredictionsWriter
 
     path = Path(cfg.paths.run_dir) / PREDICTIONS_FILE
+    class_names = parts.datamodule.class_names()
     if files is None:
-        return PredictionsCsvWriter(path, parts.datamodule.class_names()), None
+        return PredictionsWriter(path, class_names, top_k=cfg.predict.top_k), None
     dataset, names, collate = input_dataset(parts.datamodule, files)
-    writer = InputPredictionsWriter(path, names, parts.datamodule.class_names(), cfg.predict.top_k, cfg.predict.grid)
+    writer = PredictionsWriter(path, class_names, names, cfg.predict.top_k, cfg.predict.grid)
     return writer, parts.datamodule.make_loader(dataset, train=False, collate_fn=collate)
 
 
-def _input_report(trainer, writer) -> Record:
+def _input_report(trainer, writer, datamodule) -> Record:
     """The picture of the first images (a PNG beside the CSV, and in the loggers), the warning
     about undecodable files, and their part of the record."""
     from experiments.reporting.sinks import log_figures
@@ -204,7 +205,7 @@ def _input_report(trainer, writer) -> Record:
     if writer.errors:
         log.warning("%d of %d inputs could not be decoded: their rows in %s say why", writer.errors, writer.rows, writer.path)
     report: Record = {"num_undecodable": writer.errors}
-    figure = writer.figure()
+    figure = writer.figure(datamodule.input_shape[0]) if datamodule.input_kind == "image" else None
     if figure is not None:
         picture = writer.path.with_suffix(".png")
         figure.savefig(picture, dpi=100)

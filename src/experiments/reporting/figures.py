@@ -78,6 +78,32 @@ def sample_grid_figure(
     return fig
 
 
+def input_grid_figure(images: Sequence[np.ndarray | None], titles: Sequence[str]) -> Figure:
+    """Image files as they are: ``images[i]`` ``(C, H, W)`` in [0, 1] with C = 1 or 3, drawn on that
+    scale (a white image is white; nothing is min-max rescaled) at its own resolution, pixels as
+    squares; None draws an empty, framed panel (a file that could not be decoded). ``titles[i]``
+    goes above each panel."""
+    count = len(images)
+    columns = int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / columns))
+    fig = Figure(figsize=(2.0 * columns, 2.3 * rows))
+    for index, (image, title) in enumerate(zip(images, titles)):
+        ax = fig.add_subplot(rows, columns, index + 1)
+        if image is not None:
+            image = np.clip(image.astype(float), 0.0, 1.0)
+            if image.shape[0] == 1:
+                ax.imshow(image[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.imshow(np.transpose(image[:3], (1, 2, 0)), interpolation="nearest")
+            ax.axis("off")
+        else:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def domain_samples_figure(domains: Mapping[str, tuple[torch.Tensor, Sequence[str]]], title: str = "") -> Figure:
     """One row per domain: its images laid out by torchvision's ``make_grid``, each labelled below.
 

@@ -1,4 +1,5 @@
-"""``predictions.csv``: one row per sample of the predict split, written while ``trainer.predict`` runs."""
+"""``predictions.csv``: one row per input (the predict split's samples or new files), written while
+``trainer.predict`` runs, and ``predictions.png``, the first files as predicted."""
 
 from __future__ import annotations
 
@@ -79,85 +80,78 @@ class _CsvStream(BasePredictionWriter):
             self._tmp.unlink(missing_ok=True)
 
 
-class PredictionsCsvWriter(_CsvStream):
-    """Streams ``index, label, predicted, prob_<class>...`` rows to ``path`` batch by batch.
+class PredictionsWriter(_CsvStream):
+    """``predictions.csv``, one layout for the data's predict split and for new files: per input
+    ``input, label, predicted, probability``, then ``top<i>, top<i>_probability`` for the ``top_k``
+    most probable classes, then ``error``. Classes are names; probabilities have 6 significant digits.
 
-    ``index`` is the sample's position in the predict split; ``label`` is present when the split's
-    batches carry targets; ``predicted`` is the class index with the highest probability. The
-    module's ``predict_step`` must return class probabilities ``(batch, num_classes)``.
+    Two kinds of batches (the first decides): the predict split's ``(inputs, labels)``, where
+    ``input`` is ``<split>[<position>]`` and ``label`` the true class; new files' ``(inputs,
+    indices, errors)`` (:class:`~experiments.datamodules.inputs.InputCollate`), where ``input`` is
+    ``names[index]`` (a path, or ``file:line N``), ``label`` is empty and a file that could not be
+    decoded is a row with only its name and the error. Streams batch by batch; keeps the first
+    ``grid`` files' rows for :meth:`figure`.
     """
 
-    def __init__(self, path: str | Path, class_names: Sequence[str]) -> None:
+    def __init__(self, path: str | Path, class_names: Sequence[str], names: Sequence[str] | None = None,
+                 top_k: int = 5, grid: int = 16, split: str = "test") -> None:
         super().__init__(path)
-        self.class_names = list(class_names)
-
-    def write_on_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: torch.Tensor,
-        batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int = 0,
-    ) -> None:
-        probs = prediction.float().cpu()
-        labels = batch[1].tolist() if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
-        rows = []
-        if self.rows == 0:
-            header = ["index", *(["label"] if labels is not None else []), "predicted"]
-            rows.append(header + [f"prob_{name}" for name in self.class_names])
-        for offset, row in enumerate(probs.tolist()):
-            label = [labels[offset]] if labels is not None else []
-            rows.append([self.rows + offset, *label, int(probs[offset].argmax())] + [f"{p:.6g}" for p in row])
-        self.write_rows(rows)
-        self.rows += len(probs)
-
-
-class InputPredictionsWriter(_CsvStream):
-    """``predictions.csv`` for ``predict.inputs``: per input ``input, predicted, probability``, then
-    ``top<i>, top<i>_probability`` for the ``top_k`` most probable classes, then ``error`` (a file
-    that could not be decoded has only its name and the error). Streams batch by batch; keeps the
-    first ``grid`` image inputs for :meth:`figure`.
-
-    Batches are ``(inputs, indices, errors)`` (:class:`~experiments.datamodules.inputs.InputCollate`);
-    ``names[index]`` names an input in the CSV (its path, or ``line N`` of a text file).
-    """
-
-    def __init__(self, path: str | Path, names: Sequence[str], class_names: Sequence[str], top_k: int = 5,
-                 grid: int = 16) -> None:
-        super().__init__(path)
-        self.names, self.class_names = list(names), list(class_names)
-        self.top_k, self.grid = min(top_k, len(self.class_names)), grid
+        self.names, self.class_names = (list(names) if names is not None else None), list(class_names)
+        self.top_k, self.grid, self.split = min(top_k, len(self.class_names)), grid, split
         self.errors = 0
-        self.shown: list[tuple[torch.Tensor, int]] = []
+        self.shown: list[tuple[str, str, float | None]] = []  # (input, predicted class, probability)
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_predict_start(trainer, pl_module)
         self.errors = 0
         self.shown = []
         tops = [column for i in range(1, self.top_k + 1) for column in (f"top{i}", f"top{i}_probability")]
-        self.write_rows([["input", "predicted", "probability", *tops, "error"]])
+        self.write_rows([["input", "label", "predicted", "probability", *tops, "error"]])
 
     def write_on_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: torch.Tensor,
         batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int = 0,
     ) -> None:
-        inputs, indices, errors = batch
         probs, classes = prediction.float().cpu().topk(self.top_k, dim=1)
+        if self.names is None:  # the predict split: (inputs, labels) or inputs alone
+            labels = batch[1].tolist() if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
+            inputs = [(f"{self.split}[{self.rows + i}]", "" if labels is None else self.class_names[int(labels[i])], "")
+                      for i in range(len(probs))]
+        else:
+            _, indices, errors = batch
+            inputs = [(self.names[index], "", error) for index, error in zip(indices.tolist(), errors)]
         rows = []
-        for row, (index, error) in enumerate(zip(indices.tolist(), errors)):
-            name = self.names[index]
+        for row, (name, label, error) in enumerate(inputs):
             if error:
-                rows.append([name, "", "", *[""] * (2 * self.top_k), error])
+                rows.append([name, label, "", "", *[""] * (2 * self.top_k), error])
                 self.errors += 1
+                self._keep(name, "cannot decode", None)
                 continue
             tops = [(self.class_names[c], f"{p:.6g}") for c, p in zip(classes[row].tolist(), probs[row].tolist())]
-            rows.append([name, *tops[0], *[value for top in tops for value in top], ""])
-            if len(self.shown) < self.grid and inputs.dim() == 4 and inputs.shape[1] in (1, 3):
-                self.shown.append((inputs[row].float().cpu(), int(classes[row, 0])))
+            rows.append([name, label, *tops[0], *[value for top in tops for value in top], ""])
+            self._keep(name, tops[0][0], float(probs[row, 0]))
         self.write_rows(rows)
-        self.rows += len(indices)
+        self.rows += len(inputs)
 
-    def figure(self):
-        """The first image inputs with their predicted class (None: no image was predicted)."""
+    def _keep(self, name: str, predicted: str, probability: float | None) -> None:
+        if self.names is not None and len(self.shown) < self.grid:
+            self.shown.append((name, predicted, probability))
+
+    def figure(self, channels: int):
+        """The first ``grid`` image files, in the CSV's order, each as the file shows it (decoded
+        with ``channels``, not rescaled), titled with its file name, class and probability (None:
+        no image file was predicted)."""
+        from experiments.datamodules.image_files import read_image
+        from experiments.errors import DataError
+        from experiments.reporting.figures import input_grid_figure
+
         if not self.shown:
             return None
-        from experiments.reporting.figures import sample_grid_figure
-
-        images = torch.stack([image for image, _ in self.shown]).numpy()
-        return sample_grid_figure(images, [c for _, c in self.shown], None, self.class_names)
+        images, titles = [], []
+        for name, predicted, probability in self.shown:
+            try:
+                images.append(read_image(name, channels).numpy())
+            except DataError:
+                images.append(None)
+            titles.append(f"{Path(name).name}\n{predicted}" + ("" if probability is None else f" {probability:.2f}"))
+        return input_grid_figure(images, titles)
