@@ -38,6 +38,7 @@ from experiments.pipeline.interrupt import interrupted_record, signals_interrupt
 from experiments.pipeline.launch import check_launch
 from experiments.pipeline.results import notify_record_written, write_results
 from experiments.reporting.console import quiet_lightning
+from experiments.sweeps.trials import read_pruned
 from experiments.pipeline.rundirs import (check_publish_target, discard_unused_run_dir, last_checkpoint, publish,
                                           record_dir, settle_replaced)
 
@@ -70,6 +71,8 @@ def run(cfg: DictConfig, job: Job) -> float | None:
                     discard_unused_run_dir(job.run_dir)
                 return None
             record.update(outcome.record, status="ok")
+            if (pruned := read_pruned(run_dir)) is not None:  # an Optuna trial its pruner stopped early
+                record["pruned"] = pruned
             if cfg.mode == "train" and cfg.get("publish"):  # a fixed path moves to this run only now
                 record["published"] = str(publish(run_dir, last_checkpoint(cfg, run_dir), Path(str(cfg.publish))))
         except Exception as raised:  # recorded, reported once, then a non-zero exit (or the next job)
