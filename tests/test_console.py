@@ -23,7 +23,32 @@ def test_a_default_run_prints_each_line_once_and_no_advert(tmp_path):
     text = result.stdout + result.stderr
     assert "Tip:" not in text and "litlogger" not in text and "LeafSpec" not in text
     assert "will override existing callbacks" not in text
+    assert "FLOPs" not in text and "unexpected behavior" not in text  # the empty column, the eval-mode alarm
     assert len(logged) < 40
+
+
+@pytest.mark.slow
+def test_a_frozen_backbone_run_says_once_what_its_eval_mode_modules_are(tmp_path):
+    result = run_cli(f"hydra.run.dir={tmp_path}", "model=efficientnet_lite0", "finetune=classifier_only",
+                     "data.image_size=32", "trainer.max_epochs=1", "logger=none", "+trainer.limit_train_batches=2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout + result.stderr
+    assert re.search(r"\d+ modules in eval mode \(frozen blocks", text) and "unexpected behavior" not in text
+    assert text.count("GPU available:") == 1  # three Trainers (caching, head fit, fit), one banner
+
+
+def test_help_lists_every_mode_and_every_config_group_in_one_line_each():
+    from conftest import CONF
+
+    from experiments.pipeline.tasks import TASKS
+
+    result = run_cli("--help", timeout=60)
+    assert result.returncode == 0, result.stderr
+    modes = result.stdout.split("== Modes (mode=...) ==", 1)[1].split("==", 1)[0]
+    groups = result.stdout.split("== Config groups (group=option) ==", 1)[1].split("The options of each group", 1)[0]
+    described = {line.split()[0] for line in groups.splitlines() if line.strip()}
+    assert {line.split()[0] for line in modes.splitlines() if line.strip()} == set(TASKS)
+    assert described == {p.name for p in CONF.iterdir() if p.is_dir()}  # a new group needs its line
 
 
 @pytest.mark.slow

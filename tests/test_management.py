@@ -4,6 +4,7 @@ a checkpoint, resume, DDP and the environment check."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -67,24 +68,40 @@ def test_optuna_study_survives_a_failed_trial_and_reports_the_best(tmp_path):
     statuses = {r["optimizer.lr"]: r["status"] for r in rows}
     assert statuses == {"-1": "failed", "0.003": "ok"}, rows  # the seed draws both values
     assert result.returncode == 1  # a failed trial fails the sweep, after the study has finished
-    study = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    study = json.loads((tmp_path / "optuna_study.json").read_text())
     best = max((r for r in rows if r["status"] == "ok"), key=lambda r: float(r["val/acc"]))
-    assert study["best_params"]["optimizer.lr"] == 0.003
-    assert study["best_value"] == pytest.approx(float(best["val/acc"]), abs=1e-4)
+    assert study["best_trial"]["params"]["optimizer.lr"] == 0.003
+    assert study["best_trial"]["value"] == pytest.approx(float(best["val/acc"]), abs=1e-4)
     assert best["best"] == "yes"
-    assert "Best value" in result.stdout + result.stderr
+    assert "best trial" in result.stdout + result.stderr
 
 
 @pytest.mark.slow  # a sweep: several processes
-def test_ddp_in_a_local_sweep_is_refused_before_training(tmp_path):
-    result = run_cli("-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "seed=1,2",
-                     f"hydra.sweep.dir={tmp_path}", *QUIET, timeout=120)
+def test_lightnings_own_ddp_in_a_local_sweep_is_refused_before_training(tmp_path):
+    result = run_cli("-m", "trainer=ddp", "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                     "seed=1,2", f"hydra.sweep.dir={tmp_path}", *QUIET, timeout=120)
     assert result.returncode == 1
     rows = read_csv(tmp_path / "summary.csv")
     assert [r["status"] for r in rows] == ["failed", "failed"]
-    assert all("re-running the command line" in r["error"] for r in rows)
+    assert all("re-running the command line" in r["error"] and "use trainer=ddp" in r["error"] for r in rows)
 
 
+@pytest.mark.slow  # a sweep of two DDP jobs, two processes each
+def test_ddp_in_a_local_sweep_runs_each_jobs_processes_alone(tmp_path):
+    result = run_cli("-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "seed=1,2",
+                     "trainer.max_epochs=1", "trainer.limit_train_batches=4", "logger=none",
+                     f"hydra.sweep.dir={tmp_path}", *QUIET, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["status"] for r in read_csv(tmp_path / "summary.csv")] == ["ok", "ok"]
+    # one record per job, no sweep started again by an extra process
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("results.json")) == [
+        "0_seed=1/results.json", "1_seed=2/results.json"]
+    for job, seed in (("0_seed=1", 1), ("1_seed=2", 2)):  # rank 1 of each job ran that job, in its dir
+        rank1 = (tmp_path / job / "train_ddp_process_1.log").read_text()
+        assert f"[rank: 1] Seed set to {seed}" in rank1 and "done:" not in rank1
+
+
+@pytest.mark.slow  # a sweep of subprocesses (~14 s)
 def test_sweep_jobs_are_named_by_the_swept_values(tmp_path):
     """`-m seed=0,1 trainer.max_epochs=2`: the job dirs say the seed; the constant override stays in
     .hydra/ and the summary's header (mode=models: jobs that only print, so the sweep is quick)."""
@@ -108,6 +125,9 @@ def test_swept_names_keep_the_swept_keys_and_fall_back(monkeypatch):
 
 
 def _hydra_cfg(*overrides: str):
+    from experiments.config.resolvers import register_resolvers
+
+    register_resolvers()  # the sweeper's direction is ${objective_mode:...}, resolved on access
     with initialize_config_dir(str(CONF), version_base="1.3"):
         return compose("run", overrides=list(overrides), return_hydra_config=True)
 
@@ -123,8 +143,10 @@ def test_launchers_and_search_compose():
     assert type(instantiate(joblib)).__name__ == JoblibLauncher.__name__ and joblib.n_jobs == 2
     assert _hydra_cfg("hparams_search=optuna").hydra.sweeper.direction == "maximize"
     assert _hydra_cfg("hparams_search=optuna", "objective=val/loss").hydra.sweeper.direction == "minimize"
-    ddp = _hydra_cfg("trainer=ddp").trainer
-    assert ddp.strategy == "ddp" and ddp.max_epochs == 10
+    from experiments.pipeline.launch import SWEEP_SAFE_DDP
+
+    ddp = _hydra_cfg("trainer=ddp").trainer  # the strategy a sweep's DDP jobs run (the slow DDP sweep test)
+    assert ddp.strategy._target_ == SWEEP_SAFE_DDP and ddp.max_epochs == 10
     assert _hydra_cfg().hydra.callbacks.sweep_summary.fail_on_failed_jobs is True
 
 
@@ -145,7 +167,8 @@ def test_tensorboard_has_final_hparams_figures_lr_groups_and_config(tmp_path):
     content = events.PluginTagToContent("hparams")
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     metric_tags = {m.name.tag for m in experiment.metric_infos}
-    assert {"final/val/acc", "final/test/acc", "final/test/loss"} <= metric_tags
+    assert {"val/best/acc", "test/acc", "test/loss"} <= metric_tags
+    assert "epoch" not in tags["scalars"] and not [t for t in tags["scalars"] if t.startswith("final/")]  # no card of noise
     session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     assert session.hparams["optimizer.lr"].number_value == pytest.approx(0.002)
     assert session.hparams["model.name"].string_value == "small_cnn"
@@ -153,11 +176,13 @@ def test_tensorboard_has_final_hparams_figures_lr_groups_and_config(tmp_path):
     assert session.hparams["module.label_smoothing"].number_value == pytest.approx(0.1)
     assert "data._target_" not in session.hparams and "ckpt_path" not in session.hparams
     assert len(session.hparams) <= 12
-    for key in ("val/acc", "test/acc", "test/loss"):  # the real final values, not a placeholder
-        assert events.Scalars(f"final/{key}")[-1].value == pytest.approx(record["metrics"][key])
+    for key, tag in (("val/acc", "val/best/acc"), ("test/acc", "test/acc"), ("test/loss", "test/loss")):  # the real final values
+        assert events.Scalars(tag)[-1].value == pytest.approx(record["metrics"][key])
+    assert session.hparams["trainer.max_epochs"].string_value == "1"  # an integer shown as one, not 1.000
 
 
 # -- checkpoints: test, predict, resume ---------------------------------------------------------------
+@pytest.mark.slow  # a training run and a test as subprocesses (~25 s)
 def test_test_and_predict_from_a_checkpoint_use_its_run_config(tmp_path):
     train_dir = tmp_path / "train"
     # a non-default width: only the run's saved config rebuilds a model these weights fit
@@ -175,14 +200,16 @@ def test_test_and_predict_from_a_checkpoint_use_its_run_config(tmp_path):
     assert yaml.safe_load((test_dir / ".hydra" / "config.yaml").read_text())["model"]["net"]["width"] == 8
 
     predict_dir = tmp_path / "predict"
-    cfg = compose_cfg(predict_dir, "mode=predict", f"ckpt_path={trained['best_checkpoint']}", "model.net.width=8")
+    cfg = compose_cfg(predict_dir, "mode=predict", f"ckpt_path={trained['best_checkpoint']}", "model.net.width=8",
+                      "predict.top_k=10")
     record = run_job(cfg)
     rows = read_csv(predict_dir / "predictions.csv")
     assert record["num_predictions"] == len(rows) == 270  # digits: 15% of 1797 in the test split
-    assert [int(r["index"]) for r in rows] == list(range(270))
-    probs = torch.tensor([[float(r[f"prob_{c}"]) for c in range(10)] for r in rows])
+    assert [r["input"] for r in rows] == [f"test[{i}]" for i in range(270)]  # the layout of new files' predictions
+    probs = torch.tensor([[float(r[f"top{k}_probability"]) for k in range(1, 11)] for r in rows])
     assert torch.allclose(probs.sum(dim=1), torch.ones(270), atol=1e-4)
-    assert [int(r["predicted"]) for r in rows] == probs.argmax(dim=1).tolist()
+    assert all(r["predicted"] == r["top1"] and float(r["probability"]) == float(r["top1_probability"]) for r in rows)
+    assert {r["label"] for r in rows} == {str(c) for c in range(10)}  # class names, as predicted is
     accuracy = sum(r["predicted"] == r["label"] for r in rows) / len(rows)
     assert accuracy == pytest.approx(trained["metrics"]["test/acc"], abs=1e-6)
 
@@ -262,6 +289,7 @@ def test_ddp_on_cpu_with_two_processes_writes_one_record_and_one_tensorboard_run
     assert "done:" not in (tmp_path / "train_ddp_process_1.log").read_text()
 
 
+@pytest.mark.slow  # a subprocess that imports every library (~10 s)
 def test_env_mode_reports_versions_and_a_verdict(tmp_path):
     result = run_cli("mode=env", f"hydra.run.dir={tmp_path}", timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

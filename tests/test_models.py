@@ -228,6 +228,7 @@ def test_listing_filters_names():
     assert "resnet18" in model_names("torchvision", "resnet")
 
 
+@pytest.mark.slow  # a subprocess (~10 s); the offline message itself is checked in-process above
 def test_offline_cli_exits_nonzero_and_records_failure(tmp_path):
     result = run_cli(
         "model=resnet18", "model.pretrained=true", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}",

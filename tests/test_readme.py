@@ -110,7 +110,7 @@ def test_results_table_matches_a_real_record(tmp_path):
     assert set(record) <= documented, f"undocumented keys: {set(record) - documented}"
     # failures, interruptions, test, predict, DA
     only_elsewhere = {"error", "signal", "resume", "global_step", "checkpoint", "predictions", "num_predictions", "adapt",
-                      "num_undecodable", "predictions_figure", "export", "published"}  # published: publish= only
+                      "num_undecodable", "predictions_figure", "export", "published", "pruned"}  # published: publish= only
     assert documented - only_elsewhere <= set(record), f"documented but not written: {documented - only_elsewhere - set(record)}"
 
 
@@ -131,3 +131,13 @@ def test_docs_site_builds_strictly(tmp_path):
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_documented_extra_exists():
+    """`pip install -e ".[name]"` on any page names an extra that pyproject.toml declares."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    named = {extra.strip() for text in PAGES.values() for group in re.findall(r'pip install -e "\.\[([^\]]+)\]"', text)
+             for extra in group.split(",")}
+    assert {"dev", "tracking", "tracking-ui"} <= named and named <= declared, named - declared

@@ -3,6 +3,7 @@ and a clear error without the package."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -41,7 +42,8 @@ def artifacts_of(client: MlflowClient, run_id: str, path: str | None = None) -> 
     return names
 
 
-def test_mlflow_and_tensorboard_together_read_back_params_metrics_artifacts(tmp_path):
+def test_mlflow_and_tensorboard_together_read_back_params_metrics_artifacts(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     run_dir = tmp_path / "runs" / "first"
     overrides = ["optimizer.lr=0.002", "logger=[tensorboard,mlflow]", "logger.mlflow.log_best_checkpoint=true"]
     record = run_job(compose_cfg(run_dir, *TINY, *overrides, f"paths.output_root={tmp_path}"), overrides)
@@ -54,6 +56,8 @@ def test_mlflow_and_tensorboard_together_read_back_params_metrics_artifacts(tmp_
     params = run.data.params  # the HPARAMS tab's short list, the overridden key among them
     assert params["model.name"] == "small_cnn" and float(params["optimizer.lr"]) == pytest.approx(0.002)
     assert "data._target_" not in params and len(params) <= 12
+    assert params["logger"] == "[tensorboard,mlflow]"  # the choice typed, not the loggers' whole config
+    assert "not found. Creating it" not in caplog.text and "MLflow: created the experiment 'runs'" in caplog.text
     history = client.get_metric_history(run.info.run_id, "val/acc")
     assert len(history) == record["epochs"] + 1 == 3  # one value per epoch, then the best checkpoint's
     assert run.data.metrics["test/acc"] == pytest.approx(record["metrics"]["test/acc"])

@@ -87,6 +87,13 @@ class ClassificationModule(L.LightningModule):
         self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=p) for s, p in prefixes.items()})
         self.losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in prefixes})
 
+    def running_loss(self) -> torch.Tensor | None:
+        """The mean training loss of the epoch so far, in this process (read from the accumulator's
+        state, without the cross-process sync its ``compute`` does); None before the first step.
+        A live progress bar reads it every few steps."""
+        stream = self.losses["train_loss"]
+        return stream.mean_value / stream.weight if stream.update_count else None
+
     def epoch_metrics(self) -> set[str]:
         """Names of the metrics logged every training epoch (what an objective may select on):
         ``<prefix>acc`` and ``<prefix>loss`` of each training and validation stream."""

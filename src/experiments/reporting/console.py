@@ -16,12 +16,28 @@ QUIET_PREFIXES = (
     "Trainer already configured with model summary callbacks",  # ours is the rich summary, on purpose
     "The following callbacks returned in `LightningModule.configure_callbacks` will override",  # the module
     # brings its FinetuneCallback by design (what trains is the module's to say)
+    "Loading `train_dataloader` to estimate number of stepping batches",  # an internal step, not news
 )
 
 
 class _DropNoise(logging.Filter):
+    """Drops :data:`QUIET_PREFIXES`, and an INFO line said before in this process: a run builds
+    several Trainers (feature caching, the head fit, the fit), each with the same device banner, and
+    validation and test each announce the same best checkpoint."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[str] = set()
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith(QUIET_PREFIXES)
+        message = str(record.getMessage())
+        if message.startswith(QUIET_PREFIXES):
+            return False
+        if record.levelno == logging.INFO:
+            if message in self.said:
+                return False
+            self.said.add(message)
+        return True
 
 
 _NOISE = _DropNoise()
@@ -36,6 +52,8 @@ def quiet_lightning() -> None:
 
     # Lightning's own use of a torch API that torch deprecated: nothing for a user to change
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # frozen blocks are in eval mode on purpose; the model summary says so (reporting.model_summary)
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)

@@ -16,8 +16,11 @@ COMPARED = (
     "data.batch_size", "trainer.max_epochs", "seed", "adapt.name", "adapt.adabn", "adapt.loss_weight",
 )
 
-#: tags of the final metrics in TensorBoard: ``final/val/acc`` ... (plain ``val/acc`` is per epoch)
-FINAL_PREFIX = "final/"
+def final_tag(key: str) -> str:
+    """The TensorBoard tag of a final metric: ``val/acc`` of the best checkpoint is ``val/best/acc``
+    (plain ``val/acc`` is the per-epoch curve); ``test/acc`` is logged once, so it keeps its name."""
+    stage, _, name = key.partition("/")
+    return f"{stage}/best/{name}" if stage == "val" else key
 
 
 def hparams_of(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -25,23 +28,32 @@ def hparams_of(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]
     ``overrides`` (``key=value`` strings; a group override ``model=resnet18`` shows ``model.name``).
 
     The whole resolved config is in the TEXT tab instead; ~60 columns would bury what differs.
-    Non-scalar values become strings (TensorBoard takes only scalars, strings and booleans).
+    Non-scalar values and integers become strings (TensorBoard takes only numbers, strings and
+    booleans, and shows every number as a real).
     """
     keys = list(COMPARED)
+    chosen: dict[str, str] = {}  # a group without a name (logger=mlflow): the option typed, not its whole config
     for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
+        key, _, typed = override.partition("=")
+        key = key.lstrip("+~")
         if key.startswith("hydra"):
             continue
         node = OmegaConf.select(cfg, key, default=None)
+        if isinstance(node, DictConfig) and "name" not in node:
+            chosen[key] = typed
         keys.append(f"{key}.name" if isinstance(node, DictConfig) and "name" in node else key)
     params: dict[str, Any] = {}
     for key in dict.fromkeys(keys):
+        if key in chosen:
+            params[key] = chosen[key]
+            continue
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if value is None:
             continue
         if isinstance(value, (DictConfig, ListConfig)):
             value = OmegaConf.to_container(value, resolve=True)
-        params[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+        # an integer as text: TensorBoard shows numbers as reals (batch size 64.000)
+        params[key] = str(value) if type(value) is int else value if isinstance(value, (float, str, bool)) else str(value)
     return params
 
 
@@ -49,8 +61,8 @@ class FinalMetricsHparams(L.Callback):
     """After ``trainer.test``, writes the hyperparameters with the final validation and test metrics.
 
     Validation metrics come from a stand-alone ``trainer.validate`` (the best checkpoint's
-    re-evaluation) before the test, so they equal results.json's. The metrics are also logged as
-    scalars under ``final/...`` at the last step: that is where the HPARAMS tab reads their values.
+    re-evaluation) before the test, so they equal results.json's. The HPARAMS tab reads their values
+    from scalars at the last step: ``val/best/...`` and ``test/...`` (:func:`final_tag`).
     """
 
     def __init__(self) -> None:
@@ -62,7 +74,7 @@ class FinalMetricsHparams(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = {**self._val, **_floats(trainer.callback_metrics, "test/")}
-        final = {FINAL_PREFIX + key: value for key, value in metrics.items()}
+        final = {final_tag(key): value for key, value in metrics.items()}
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger) and final:
                 logger.log_hyperparams(dict(logger.hparams), metrics=final, step=trainer.global_step)

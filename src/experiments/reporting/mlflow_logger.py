@@ -37,6 +37,20 @@ from experiments.pipeline.results import on_record_written
 log = logging.getLogger(__name__)
 
 
+class _Creating(logging.Filter):
+    """Drops Lightning's warning that the experiment is about to be created, remembering it was."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "not found. Creating it" in record.getMessage():
+            self.seen = True
+            return False
+        return True
+
+
 def experiment_name_of(run_dir: Path, output_root: Path) -> str:
     """The run dir's parent relative to the output root (``runs``, ``multiruns/<sweep>``), or the
     parent's name when the run dir lies elsewhere."""
@@ -110,8 +124,17 @@ class MLflowRunLogger(MLFlowLogger):
 
     @rank_zero_only
     def _open_run(self) -> None:
-        """The experiment and the run, created now (before training), not at the first metric."""
-        _ = self.experiment
+        """The experiment and the run, created now (before training), not at the first metric.
+        A new experiment is news, not a problem: said once at INFO (Lightning warns "not found")."""
+        lightning_log = logging.getLogger("lightning.pytorch.loggers.mlflow")
+        new_experiment = _Creating()
+        lightning_log.addFilter(new_experiment)
+        try:
+            _ = self.experiment
+        finally:
+            lightning_log.removeFilter(new_experiment)
+        if new_experiment.seen:
+            log.info("MLflow: created the experiment %r in %s", self._experiment_name, self._tracking_uri)
 
     @rank_zero_only
     def log_figure(self, tag: str, figure: Figure, step: int = 0) -> None:
