@@ -241,6 +241,7 @@ def test_checkpoint_config_keeps_the_run_and_applies_overrides(tmp_path):
         config_for_checkpoint(compose_cfg(tmp_path, "mode=test", "ckpt_path=nope.ckpt"), [])
 
 
+@pytest.mark.slow  # three fits (~15 s); test_checkpoints checks a resume's weights in the default tier
 def test_resume_after_epoch_one_equals_the_uninterrupted_run(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -82,10 +82,15 @@ class ClassificationModule(L.LightningModule):
     def _add_streams(self, num_classes: int, prefixes: dict[str, str]) -> None:
         """An accuracy and a loss accumulator per stream (``train``, ``val``, ...); a stream's
         values are logged as ``<prefix>acc`` and ``<prefix>loss``."""
-        metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes=num_classes, average="micro")})
+        # No per-step checks that wait for the device: torchmetrics' argument validation reads the
+        # targets back (torch.unique) and MeanMetric's default NaN handling branches on isnan(x).any()
+        # every update, a host sync per step on a GPU. The labels are the data module's (checked by
+        # its contract), and a NaN loss propagates into the epoch's mean, where _check_finite stops
+        # the run (the "warn" strategy would have dropped it silently).
+        metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)})
         # keys avoid "train": nn.Module.train is a method and ModuleDict keys become attributes
         self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=p) for s, p in prefixes.items()})
-        self.losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in prefixes})
+        self.losses = nn.ModuleDict({f"{s}_loss": MeanMetric(nan_strategy="disable") for s in prefixes})
 
     def running_loss(self) -> torch.Tensor | None:
         """The mean training loss of the epoch so far, in this process (read from the accumulator's

@@ -73,7 +73,8 @@ class DomainAdaptationModule(ClassificationModule):
         prefixes = {"train": "train/source_"}
         prefixes.update({f"{stage}_{domain}": f"{stage}/{domain}_" for stage in ("val", "test") for domain in DOMAINS})
         self._add_streams(num_classes, prefixes)
-        self.train_scalars = nn.ModuleDict({name: MeanMetric() for name in ("loss", *adapt.log_names)})
+        # nan_strategy="disable": no isnan(...).any() host sync per step (see ClassificationModule._add_streams)
+        self.train_scalars = nn.ModuleDict({name: MeanMetric(nan_strategy="disable") for name in ("loss", *adapt.log_names)})
         self._target_probs: list[torch.Tensor] = []
         self.target_has_labels = True  # until check_data meets the data
 
