@@ -60,7 +60,7 @@ def test_every_failure_against_a_finished_run_leaves_its_files_byte_identical(tm
     assert link.resolve() == run.resolve()  # the failures did not move the published link
     assert not (tmp_path / "bad").exists()  # refused before its task: no record, no folder, the error printed
     assert "error: optimizer.lr=-1 differs from the run" in capsys.readouterr().err
-    assert "weights became non-finite" in read_results(tmp_path / "nan")["error"]
+    assert "train/loss became nan" in read_results(tmp_path / "nan")["error"]  # stopped at the epoch's end
     assert not list((tmp_path / "nan").glob("checkpoints/*.ckpt"))  # no checkpoint of NaN weights
     interrupted = read_results(tmp_path / "term")
     assert interrupted["status"] == "interrupted" and interrupted["epochs"] == 2

@@ -61,7 +61,7 @@ def test_diverging_loss_fails_the_run_with_the_fix(tmp_path):
         run_job(cfg)
     record = read_results(tmp_path)
     assert record["status"] == "failed" and record["error"].startswith("TrainingError")
-    assert "weights became non-finite" in record["error"] and "lower optimizer.lr (now 1e+10)" in record["error"]
+    assert "train/loss became nan" in record["error"] and "lower optimizer.lr (now 1e+10)" in record["error"]
     # no checkpoint of non-finite weights was written (the first epoch diverged: none at all)
     assert not list(tmp_path.glob("checkpoints/*.ckpt"))
 
