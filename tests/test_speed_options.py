@@ -38,3 +38,53 @@ def test_compiled_model_trains_and_its_checkpoint_loads_into_an_eager_one(tmp_pa
     tested = run_job(compose_cfg(tmp_path / "test", "mode=test", f"ckpt_path={tmp_path / 'compiled' / 'checkpoints' / 'last.ckpt'}",
                                  "logger=none"))
     assert tested["status"] == "ok"
+
+
+# -- no host read in the training step ------------------------------------------------------------
+class _DeviceReads(torch.overrides.TorchFunctionMode):
+    """Records each read of a tensor's value into Python (``.item()``, ``bool(t)``, ``.tolist()``, ...),
+    which on a GPU waits for the device, with the first frame of the code that asked for it."""
+
+    READS = {"item", "tolist", "__bool__", "__int__", "__float__", "numpy", "__index__"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in self.READS:
+            import traceback
+
+            frames = [f.filename for f in traceback.extract_stack()[:-1]]
+            self.reads.append(next((f for f in reversed(frames) if "torch/optim" not in f), "?")
+                              if not any("torch/optim" in f for f in frames[-4:]) else "torch/optim")
+        return func(*args, **(kwargs or {}))
+
+
+class _ProbeSteps(pytest.importorskip("lightning").Callback):
+    def __init__(self) -> None:
+        self.mode, self.reads, self.steps = None, [], 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.mode = _DeviceReads()
+        self.mode.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.mode.__exit__(None, None, None)
+        self.reads += [r for r in self.mode.reads if r != "torch/optim"]  # Adam's step counter: a CPU tensor
+        self.steps += 1
+
+
+@pytest.mark.parametrize("extra", [[], ["model=resnet18", "model.pretrained=false", "data.image_size=16",
+                                        "finetune=classifier_only", "finetune.head_fit=none"]],
+                         ids=["default", "cached-head"])
+def test_a_training_step_reads_nothing_back_from_the_device(tmp_path, extra):
+    """Forward, loss, metrics, backward and the optimizer step (the callbacks' per-step hooks too):
+    no value read into Python, so a GPU step never waits for the device (the live progress bar's
+    reads come every few steps, after the step)."""
+    from experiments.pipeline.tasks import train
+
+    probe = _ProbeSteps()
+    train(compose_cfg(tmp_path, "trainer.max_epochs=1", "+trainer.limit_train_batches=4", "logger=tensorboard", *extra),
+          callbacks=[probe])
+    assert probe.steps == 4 and probe.reads == [], probe.reads[:5]
