@@ -322,3 +322,35 @@ def test_a_study_in_postgresql_is_resumed_by_a_second_sweep(tmp_path, postgres_u
     study = optuna.load_study(study_name="small_cnn_full", storage=postgres_url)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2  # the second sweep ran one more
     assert Path(study.trials[1].user_attrs["run_dir"]).parent.name == "sweep2"
+
+
+@pytest.mark.slow  # a PostgreSQL server, two workers, 12 trials, one worker killed
+def test_two_workers_on_postgresql_finish_12_trials_when_one_is_killed_mid_trial(tmp_path, postgres_url):
+    """The issue's goal: two local workers on one PostgreSQL study of 12 trials; one killed by
+    SIGKILL mid-trial; its trial is failed by the heartbeat check and run again by the survivor,
+    and the study ends with 12 completed-or-pruned trials, none repeated."""
+    import signal
+    import time
+
+    common = ["hydra.sweeper.n_trials=12", "hydra.sweeper.heartbeat_interval=1", "trainer.max_epochs=3"]
+    doomed = _worker(postgres_url, tmp_path / "doomed", 0, *common)
+    survivor = _worker(postgres_url, tmp_path / "survivor", 1, *common)
+    deadline = time.time() + 180
+    while time.time() < deadline:  # a trial of the doomed worker that trains and has no record yet
+        running = [d for d in (tmp_path / "doomed").glob("trial*") if (d / "checkpoints").exists()
+                   and not (d / "results.json").exists()]
+        if running and len(list((tmp_path / "doomed").glob("trial*"))) >= 2:
+            break
+        time.sleep(0.1)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=30)
+    log = survivor.communicate(timeout=600)[0]
+    assert survivor.returncode == 0, log[-3000:]
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    states = [t.state for t in study.trials]
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 12 and len({t.number for t in study.trials}) == len(study.trials), states
+    killed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(killed) == 1 and not [t for t in study.trials if t.state == TrialState.RUNNING], states
+    retried = [t for t in finished if t.system_attrs.get("failed_trial") == killed[0].number]
+    assert retried and Path(retried[0].user_attrs["run_dir"]).parent.name == "survivor"  # the survivor ran it again

@@ -53,10 +53,29 @@ def open_storage(url: str | None, heartbeat_interval: int | None = None, max_ret
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     if heartbeat_interval is None:
-        return RDBStorage(url)
+        return _rdb_storage(RDBStorage, url)
     with experimental_ok():
-        return RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=2 * heartbeat_interval,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retries))
+        return _rdb_storage(RDBStorage, url, heartbeat_interval=heartbeat_interval, grace_period=2 * heartbeat_interval,
+                            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retries))
+
+
+def _rdb_storage(storage_class, url: str, attempts: int = 5, **kwargs):
+    """Optuna's RDB storage, whose first opening creates the schema. Workers started together on a
+    fresh database race to create it, and the loser's ``CREATE`` fails on what the winner just made
+    (PostgreSQL: a unique violation on the type catalogue): it opens again, finding the schema there."""
+    import random
+    import time
+
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return storage_class(url, **kwargs)
+        except (IntegrityError, ProgrammingError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * 0.5 * (attempt + 1))  # out of step with the other workers
+    raise AssertionError("unreachable")
 
 
 @contextmanager
