@@ -373,3 +373,26 @@ def test_the_predictions_picture_shows_each_file_as_it_is_titled_in_the_csvs_ord
         (x0, y0), (x1, y1) = ax.get_window_extent().get_points()
         return drawn[drawn.shape[0] - int((y0 + y1) / 2), int((x0 + x1) / 2)]
     assert (centre(figure.axes[0]) > 245).all() and (centre(figure.axes[2]) < 10).all()
+
+
+def test_an_image_folder_runs_contract_has_only_steps_the_client_knows(tmp_path):
+    """An image folder's evaluation transform (uint8-aware) still writes down as decode, resize,
+    repeat, resize, normalise: no step a client would have to refuse."""
+    from hydra.utils import instantiate
+    from PIL import Image
+
+    from experiments.datamodules.inputs import image_contract
+    from experiments.pipeline.build import model_from_config
+
+    for label in ("cat", "dog"):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((12, 16, 3), 40 * i, np.uint8)).save(tmp_path / "photos" / label / f"{i}.png")
+    cfg = compose_cfg(tmp_path / "run", "data=image_folder", f"data.root={tmp_path / 'photos'}", "data.image_size=24",
+                      "model=efficientnet_lite0")
+    datamodule = instantiate(cfg.data)
+    model = model_from_config(cfg.model, datamodule.num_classes, tuple(datamodule.input_shape))
+    datamodule.set_preprocessing(model.preprocessing)
+    steps = image_contract(datamodule)
+    assert [s["op"] for s in steps] == ["decode", "resize", "resize", "normalize"], steps
+    assert steps[2] == {"op": "resize", "size": [24, 24], "interpolation": "bicubic", "antialias": True}

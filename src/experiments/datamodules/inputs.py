@@ -123,7 +123,7 @@ def image_contract(datamodule) -> list[dict]:
     interpolation, normalisation). A step this list cannot describe is named, so a client can refuse."""
     from torchvision.transforms import v2
 
-    from experiments.datamodules.transforms import ExpandChannels, steps_of
+    from experiments.datamodules.transforms import ExpandChannels, ToFloatImage, steps_of
 
     channels, height, width = tuple(datamodule.input_shape)
     steps: list[dict] = [
@@ -133,7 +133,7 @@ def image_contract(datamodule) -> list[dict]:
     ]
     transform = datamodule.build_transform(train=False)
     for step in (list(steps_of(transform))[1:] if transform is not None else []):
-        if isinstance(step, v2.Compose):
+        if isinstance(step, (v2.Compose, ToFloatImage)):  # the decode step's floats in [0, 1] already
             continue
         if isinstance(step, ExpandChannels):
             steps.append({"op": "repeat_channels", "channels": step.channels})
