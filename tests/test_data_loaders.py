@@ -117,7 +117,7 @@ def test_uint8_images_are_scaled_without_pil():
     assert torch.allclose(image * 255, images[2].float())
 
 
-@pytest.mark.parametrize("data", ["digits", "digits_m"])
+@pytest.mark.parametrize("data", ["digits", pytest.param("digits_m", marks=pytest.mark.slow)])  # digits_m: ~8 s
 def test_batched_fetching_gives_the_item_paths_batches_bit_for_bit(make_cfg, data):
     """`data.batched` (one indexing operation and one preprocessing call per batch) against the
     item-by-item path, with channel expansion, resize and normalisation in play."""

@@ -353,6 +353,7 @@ except CheckpointError as err:
 """
 
 
+@pytest.mark.slow  # a training run against a filling disk (~9 s)
 def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path):
     path = tmp_path / "last.ckpt"
     result = subprocess.run([sys.executable, "-c", _FULL_DISK, str(path)], capture_output=True, text=True, timeout=120)

@@ -42,6 +42,7 @@ def test_every_option_composes(tmp_path, group, option):
         assert cfg != default, f"{group}={option} composes to the default config"
 
 
+@pytest.mark.slow  # every option of every group built (~9 s); test_every_option_composes stays in the default tier
 def test_group_options_instantiate(tmp_path):
     cfg = compose_cfg(tmp_path)
     for group in ("optimizer", "scheduler"):
