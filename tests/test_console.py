@@ -58,3 +58,15 @@ def test_a_line_per_epoch_in_the_log_of_a_piped_run(tmp_path):
     for output in (result.stdout, (tmp_path / "run.log").read_text()):
         epochs = [line for line in output.splitlines() if re.search(r"epoch \d/2  train/loss [\d.]+  val/loss", line)]
         assert len(epochs) == 2 and "val/acc" in epochs[0] and epochs[1].rstrip().endswith(" s"), output[-1500:]
+
+
+@pytest.mark.parametrize("value, shown", [("0", "0"), ("off", "'off'"), ("-3", "-3"), ("2.5", "2.5")])
+def test_a_bad_redraw_interval_is_refused_before_torch(tmp_path, value, shown):
+    from conftest import compose_cfg
+
+    from experiments.config.rules import validate
+    from experiments.errors import ConfigError
+
+    cfg = compose_cfg(tmp_path, f"callbacks.progress_bar.every_n_steps={value}", fast=False)
+    with pytest.raises(ConfigError, match=rf"callbacks\.progress_bar\.every_n_steps={re.escape(shown)} is invalid: expected an integer >= 1"):
+        validate(cfg)

@@ -396,3 +396,34 @@ def test_an_image_folder_runs_contract_has_only_steps_the_client_knows(tmp_path)
     steps = image_contract(datamodule)
     assert [s["op"] for s in steps] == ["decode", "resize", "resize", "normalize"], steps
     assert steps[2] == {"op": "resize", "size": [24, 24], "interpolation": "bicubic", "antialias": True}
+
+
+def test_the_client_refuses_a_model_without_a_contract_or_with_a_step_it_does_not_know(tmp_path):
+    """An ONNX file without the preprocessing metadata, or with a step the client cannot follow,
+    stops with one line naming it, before any image is read."""
+    import subprocess
+    import sys
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])])
+    bare = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    bare.ir_version = 8
+    onnx.save(bare, tmp_path / "bare.onnx")
+    unknown = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    unknown.ir_version = 8
+    for key, value in (("preprocessing", json.dumps([{"op": "decode", "channels": 1}, {"op": "unsupported", "name": "Posterize"}])),
+                       ("class_names", json.dumps(["a", "b"]))):
+        entry = unknown.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(unknown, tmp_path / "unknown.onnx")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "x.png")
+    for model, message in (("bare.onnx", "carries no image preprocessing"), ("unknown.onnx", "a step this client does not know")):
+        done = subprocess.run([sys.executable, str(CLIENT), str(tmp_path / model), str(tmp_path / "x.png")],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
