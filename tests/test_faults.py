@@ -250,7 +250,7 @@ def test_a_resume_of_another_architecture_adds_nothing_to_the_finished_run(tmp_p
 
 
 @pytest.mark.slow
-def test_a_resume_with_another_learning_rate_is_refused_not_ignored(tmp_path):
+def test_a_resume_with_another_learning_rate_is_refused_not_ignored(tmp_path, capsys):
     """A resume restores the optimizer's state (its learning rates) from the checkpoint: a changed
     optimizer.lr would be silently ignored, so it is refused, with both values and the two ways on."""
     from omegaconf import OmegaConf
@@ -265,8 +265,8 @@ def test_a_resume_with_another_learning_rate_is_refused_not_ignored(tmp_path):
     resumed = compose_cfg(tmp_path / "again", f"ckpt_path={ckpt}", "optimizer.lr=0.01")
     with pytest.raises(SystemExit):
         run_job(resumed, ("optimizer.lr=0.01",))
-    error = read_results(tmp_path / "again")["error"] if (tmp_path / "again" / "results.json").is_file() else \
-        read_results(run)["error"]
+    error = capsys.readouterr().err  # refused before its task: the console's error, no record anywhere
+    assert not (tmp_path / "again").exists() and read_results(run)["status"] == "ok"
     assert "optimizer.lr=0.01 differs from the run that wrote" in error and "(optimizer.lr=0.003)" in error
     assert f"model.weights={ckpt}" in error and ckpt.read_bytes() == before
     # the same value is no change: the resume goes on

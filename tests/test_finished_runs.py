@@ -100,11 +100,15 @@ def test_overwrite_replaces_a_finished_run_only_once_the_new_one_finished(tmp_pa
     assert run_cli(f"hydra.run.dir={run}", "trainer.max_epochs=1", "logger=none").returncode == 0
     old = _files(run)
     monkeypatch.delenv("EXPERIMENTS_REPLACED_RUNS", raising=False)
-    failed = run_cli(f"hydra.run.dir={run}", "overwrite=true", "model=small_resnet", "data.batch_size=0")
+    refused = run_cli(f"hydra.run.dir={run}", "overwrite=true", "model=small_resnet", "data.batch_size=0")
+    assert refused.returncode == 1 and "was moved to" in refused.stderr and "is back in" in refused.stderr
+    assert not list(tmp_path.glob("run.replaced-*")) and _files(run) == old  # refused before it wrote: put back whole
+    failed = run_cli(f"hydra.run.dir={run}", "overwrite=true", "model=small_resnet", "trainer.max_epochs=1",
+                     "optimizer.lr=1e10", "scheduler=none", "logger=none")  # fails while training
     assert failed.returncode == 1 and "was moved to" in failed.stderr
     kept = list(tmp_path.glob("run.replaced-*"))
     assert len(kept) == 1 and _files(kept[0]) == old  # the old run whole, where the message says
-    assert read_results(run)["status"] == "failed" and not (run / "checkpoints").exists()  # nothing mixed
+    assert read_results(run)["status"] == "failed" and not (run / "checkpoints" / "last.ckpt").exists()  # nothing mixed
     # a replacement that finishes: the old run is gone, nothing of it is left in the folder
     again = tmp_path / "again"
     assert run_cli(f"hydra.run.dir={again}", "trainer.max_epochs=1", "logger=none").returncode == 0

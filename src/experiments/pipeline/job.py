@@ -89,9 +89,9 @@ def run(cfg: DictConfig, job: Job) -> float | None:
             written = write_results(record_dir(run_dir, job.run_dir, failed=failure is not None), record)
             notify_record_written(record, written)  # a tracker's run (MLflow) gets it and the outcome
     if is_global_zero():
-        settle_replaced(job.run_dir, ok=record["status"] == "ok")  # overwrite=true's old run
         if not job.multirun:
             discard_unused_run_dir(job.run_dir)  # a refused command, a resume elsewhere: nothing of theirs to keep
+        settle_replaced(job.run_dir, ok=record["status"] == "ok")  # overwrite=true's old run
     return _exit(cfg, job, record, received, failure)
 
 

@@ -186,7 +186,8 @@ def set_aside(run_dir: Path) -> Path:
 
 def settle_replaced(run_dir: Path, ok: bool) -> None:
     """After a job in a folder that ``overwrite=true`` emptied: delete the old run when the new one
-    finished ok; otherwise keep it and say where (``mv`` it back to undo)."""
+    finished ok; put it back when the new one left nothing (refused before its task); otherwise
+    keep it and say where (``mv`` it back to undo)."""
     replaced = json.loads(os.environ.get(REPLACED_RUNS, "{}"))
     aside = replaced.get(str(Path(run_dir).resolve()))
     if not aside or not Path(aside).exists():
@@ -194,6 +195,9 @@ def settle_replaced(run_dir: Path, ok: bool) -> None:
     if ok:
         shutil.rmtree(aside, ignore_errors=True)
         log.info("overwrite=true: the replaced run %s was deleted (this run finished ok)", aside)
+    elif not Path(run_dir).exists():  # refused before it wrote anything: the old run goes back in place
+        os.rename(aside, run_dir)
+        print(f"overwrite=true: nothing was written, so the finished run is back in {run_dir}", file=sys.stderr)
     else:
         log.error("overwrite=true: this run did not finish; the run it was to replace is kept in %s "
                   "(mv it back to %s to undo)", aside, run_dir)
