@@ -8,12 +8,12 @@ split and the transforms; a subclass only says how to load its datasets. ``num_c
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, random_split
+from torch.utils.data import DataLoader, Dataset, Subset, random_split
 from torchvision.transforms import v2
 
 from experiments.datamodules.contract import CheckedCollate, check_length, check_split
@@ -25,6 +25,18 @@ from experiments.models.core import Preprocessing
 from experiments.config.declared import Flag, Integer, Number, checked_init
 
 log = logging.getLogger(__name__)
+
+
+def carve_indices(n: int, fractions: Sequence[float], seed: int) -> list[list[int]] | None:
+    """Indices ``[rest, *carved]`` of ``n`` items: a share ``fractions[i]`` of them carved off for
+    each missing split, by ``random_split`` with ``torch.Generator().manual_seed(seed)`` (the one
+    split rule of every data option and of the shards ``prepare`` writes); None when a part would be
+    empty."""
+    sizes = [round(n * f) for f in fractions]
+    if min(sizes, default=1) < 1 or n - sum(sizes) < 1:
+        return None
+    parts = random_split(range(n), [n - sum(sizes), *sizes], generator=torch.Generator().manual_seed(seed))
+    return [list(part.indices) for part in parts]
 
 
 class ClassificationDataModule(AugmentsOnDevice, L.LightningDataModule):
@@ -175,18 +187,16 @@ class ClassificationDataModule(AugmentsOnDevice, L.LightningDataModule):
             return
         train, val, test = self.load_splits()
         check_length(train, "train")
-        generator = torch.Generator().manual_seed(self.seed)
         missing = [f for f, split in ((self.val_fraction, val), (self.test_fraction, test)) if split is None]
         if missing:
             n = len(train)
-            sizes = [round(n * f) for f in missing]
-            if min(sizes) < 1 or n - sum(sizes) < 1:
+            indices = carve_indices(n, missing, self.seed)
+            if indices is None:
                 raise ConfigError(
                     f"data.val_fraction={self.val_fraction} / data.test_fraction={self.test_fraction} "
                     f"leave an empty split of {n} samples; use fractions that keep >= 1 sample each"
                 )
-            parts = random_split(train, [n - sum(sizes), *sizes], generator=generator)
-            train, carved = parts[0], list(parts[1:])
+            train, *carved = (Subset(train, part) for part in indices)
             val = val if val is not None else carved.pop(0)
             test = test if test is not None else carved.pop(0)
         limit = self.val_limit

@@ -23,10 +23,9 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
 import torchvision.datasets
-from torch.utils.data import random_split
 
+from experiments.datamodules.base import carve_indices
 from experiments.datamodules.image_folder import ImageFolderDataModule
 from experiments.errors import DataError
 
@@ -41,14 +40,13 @@ Record = tuple[str, int, Callable[[], bytes]]
 
 
 def carve(n: int, fractions: Sequence[float], seed: int) -> list[list[int]]:
-    """Indices ``[rest, *carved]`` of ``n`` items, split off by ``fractions`` with ``random_split``
-    and ``torch.Generator().manual_seed(seed)``: the split ``ClassificationDataModule.setup`` makes."""
-    sizes = [round(n * f) for f in fractions]
-    if min(sizes, default=1) < 1 or n - sum(sizes) < 1:
+    """Indices ``[rest, *carved]`` of ``n`` items, split as a run splits them
+    (:func:`~experiments.datamodules.base.carve_indices`)."""
+    indices = carve_indices(n, fractions, seed)
+    if indices is None:
         raise DataError(f"--val-fraction/--test-fraction {list(fractions)} leave an empty split of {n} samples; "
                         "use fractions that keep >= 1 sample each")
-    parts = random_split(range(n), [n - sum(sizes), *sizes], generator=torch.Generator().manual_seed(seed))
-    return [list(part.indices) for part in parts]
+    return indices
 
 
 def image_folder_records(root: str, val_fraction: float, test_fraction: float, seed: int) -> tuple[dict[str, list[Record]], list[str]]:
