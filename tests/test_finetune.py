@@ -108,6 +108,7 @@ def test_scratch_ignores_weights_and_trains_everything_at_full_lr(tmp_path, weig
     assert set(groups.values()) == {LR}
 
 
+@pytest.mark.slow  # a resnet18 fit per stage (~10-13 s): the default tier stays under its 240 s
 def test_gradual_thaws_one_block_per_epoch_from_the_top(tmp_path, weights_file):
     path, before = weights_file
     record, after, groups = run_strategy(tmp_path, path, "finetune=gradual", epochs=3)
@@ -119,6 +120,7 @@ def test_gradual_thaws_one_block_per_epoch_from_the_top(tmp_path, weights_file):
     assert groups["block4"] == pytest.approx(LR * 0.1) and groups["block3"] == pytest.approx(LR * 0.1 * 0.5)
 
 
+@pytest.mark.slow  # a resnet18 fit per stage (~10-13 s): the default tier stays under its 240 s
 def test_lp_ft_switches_stage_and_lowers_the_head_lr(tmp_path, weights_file):
     path, before = weights_file
     record, after, groups = run_strategy(tmp_path, path, "finetune=lp_ft", "finetune.probe_epochs=1", epochs=2)
